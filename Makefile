@@ -1,0 +1,34 @@
+# The venv is built from scratch: torch==2.13.0 first (the CPU wheel on disk; any other spec pulls GBs of CUDA),
+# then lrpc itself. zennit and captum are installed without their dependencies: their torchvision pin cannot
+# be satisfied by this CPU build and they are only used as independent references in tests and benchmarks.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.lrpc-installed
+
+.PHONY: install test test-slow bench demo clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps zennit==0.5.1 captum==0.9.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+demo: $(STAMP)
+	$(PY) -m lrpc.demo
+
+bench: $(STAMP)
+	$(PY) benchmarks/speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
