@@ -1,0 +1,16 @@
+"""lrpc: an explicit-graph relevance compiler for PyTorch.
+
+    explainer = lrpc.compile(model, rules="otsuki2024", example_input=torch.randn(1, 3, 224, 224))
+    exp = explainer(x)            # exp.relevance, exp.heatmap(quantize=8), exp.layer_sums, exp.start
+"""
+from . import models, rules
+from .compiler import compile
+from .errors import LrpcError
+from .presets import IMAGENET_HIGH, IMAGENET_LOW, LayerContext, Rules, preset, presets
+from .quantize import heat_quantize
+from .runtime import Explainer, Explanation
+from .splitting import Splitting
+
+__all__ = ["compile", "preset", "presets", "Rules", "Splitting", "LayerContext", "Explainer", "Explanation",
+           "LrpcError", "heat_quantize", "models", "rules", "IMAGENET_LOW", "IMAGENET_HIGH"]
+__version__ = "0.1.0"

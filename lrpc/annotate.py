@@ -1,0 +1,128 @@
+"""Step 3 of the pipeline: give every node on the relevance path its op and its rule, or fail loudly.
+
+``annotate`` looks every node up in the op table, walks back from the logits to find the nodes relevance
+reaches, and refuses to compile (default-deny) if any of them has no relevance op, listing them all.
+It then assigns rules (``Rules.rule_for``), max-pool modes and splitting policies, and checks each choice
+against the layer it lands on (e.g. z^B needs weights; the 2x2 max-pool stand-in must fit the pool's shape).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch.fx as fx
+
+from .canonicalize import module_of
+from .errors import LrpcError
+from .linear_maps import LINEAR_MAPS
+from .ops import Context, OpInfo, Unsupported, describe_target, op_info, shape
+from .presets import LayerContext, Rules
+from .rules import Pass, Rule
+from .splitting import AddKind, Splitting, classify_add
+
+
+@dataclass
+class NodePlan:
+    """Everything the relevance pass needs to know about one forward node."""
+
+    node: fx.Node
+    info: OpInfo
+    module: str | None
+    module_type: str | None
+    nonneg: bool = False
+    rule: Rule | None = None
+    maxpool: str | None = None
+    splitting: Splitting | None = None
+    add_kind: AddKind | None = None
+    layer: LayerContext | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _audit_line(node: fx.Node, gm: fx.GraphModule, reason: str) -> str:
+    path, _ = module_of(node, gm)
+    return (f"  - node {node.name!r}: op={node.op}, target={describe_target(node, gm)}, "
+            f"module={path or '-'}, shape={shape(node)}: {reason}")
+
+
+def annotate(gm: fx.GraphModule, rules: Rules) -> tuple[dict[fx.Node, NodePlan], fx.Node]:
+    ctx = Context(gm)
+    nodes = list(gm.graph.nodes)
+    order = {n: i for i, n in enumerate(nodes)}
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise LrpcError(f"lrpc explains models with one tensor input; this one takes {len(placeholders)} "
+                        f"({', '.join(n.name for n in placeholders)})")
+    output = next(n for n in nodes if n.op == "output")
+    logits = output.args[0]
+    if not isinstance(logits, fx.Node) or shape(logits) is None or len(shape(logits)) != 2:
+        raise LrpcError(f"the model must return one logits tensor of shape [batch, classes]; it returns "
+                        f"{logits if not isinstance(logits, fx.Node) else shape(logits)}")
+
+    infos: dict[fx.Node, OpInfo | Unsupported] = {}
+    for n in nodes:
+        try:
+            infos[n] = op_info(n, ctx)
+        except Unsupported as exc:
+            infos[n] = exc
+
+    live: set[fx.Node] = {logits}
+    for n in reversed(nodes):
+        if n in live and isinstance(infos[n], OpInfo):
+            live.update(infos[n].inputs)
+    unsupported = [n for n in nodes if n in live and isinstance(infos[n], Unsupported)]
+    if unsupported:
+        lines = "\n".join(_audit_line(n, gm, str(infos[n])) for n in unsupported)
+        raise LrpcError(f"{len(unsupported)} node(s) on the relevance path have no relevance op "
+                        f"(lrpc never falls back to the gradient):\n{lines}")
+
+    plans: dict[fx.Node, NodePlan] = {}
+    weighted = [n for n in nodes if n in live and infos[n].kind == "linear" and LINEAR_MAPS[infos[n].map].weighted]
+    weighted_index = {n: i for i, n in enumerate(weighted)}
+    adds_before = 0
+    for n in nodes:
+        if n not in live:
+            continue
+        info = infos[n]
+        path, type_name = module_of(n, gm)
+        plan = NodePlan(n, info, path, type_name)
+        plan.nonneg = info.nonneg == "always" or (info.nonneg == "inputs" and bool(info.inputs)
+                                                   and all(plans[i].nonneg for i in info.inputs if i in plans))
+        if info.kind == "linear":
+            n.meta["lrpc_weighted"] = LINEAR_MAPS[info.map].weighted
+            plan.layer = LayerContext(n.name, path, type_name, info.map, weighted_index.get(n, -1), len(weighted),
+                                      adds_before)
+            plan.rule = rules.rule_for(plan.layer)
+            _check_rule(plan, gm)
+        elif info.kind == "maxpool":
+            plan.maxpool = rules.maxpool
+            _check_maxpool(plan, gm)
+        elif info.kind == "add":
+            plan.splitting = rules.splitting
+            plan.add_kind = classify_add(n, info.inputs, order)
+            adds_before += 1
+        plans[n] = plan
+    return plans, logits
+
+
+def _check_rule(plan: NodePlan, gm: fx.GraphModule) -> None:
+    rule, info, n = plan.rule, plan.info, plan.node
+    problem = None
+    if rule.needs_weights and not LINEAR_MAPS[info.map].weighted:
+        problem = f"rule {rule.name} needs weights but {info.map} has none"
+    elif isinstance(rule, Pass) and shape(info.inputs[0]) != shape(n):
+        problem = f"rule pass needs equal input and output shapes, got {shape(info.inputs[0])} -> {shape(n)}"
+    elif rule.name == "zbox" and info.map == "conv" and info.args[3] != 1:
+        problem = "rule zbox on a grouped conv"
+    if problem:
+        raise LrpcError(f"node {n.name!r} ({describe_target(n, gm)}): {problem}")
+
+
+def _check_maxpool(plan: NodePlan, gm: fx.GraphModule) -> None:
+    n, (kernel, stride, padding, dilation, ceil_mode) = plan.node, plan.info.args
+    if plan.maxpool == "proportional" and dilation != (1, 1):
+        raise LrpcError(f"node {n.name!r}: proportional max-pool relevance needs dilation 1, got {dilation}")
+    if plan.maxpool == "avg2x2":
+        h, w = shape(plan.info.inputs[0])[-2:]
+        if tuple(shape(n)[-2:]) != (h // 2, w // 2):
+            raise LrpcError(f"node {n.name!r}: the 2x2 average stand-in for max-pool maps {h}x{w} to "
+                            f"{h // 2}x{w // 2}, but the pool's output is {tuple(shape(n)[-2:])}; use "
+                            "maxpool='winner' or 'proportional' for this model")

@@ -1,0 +1,42 @@
+"""``lrpc.compile``: trace → canonicalize → annotate (rules, audit) → relevance pass → Explainer."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from . import canonicalize
+from .annotate import annotate
+from .ops import shape
+from .presets import Rules, resolve
+from .relevance_pass import RelevancePass
+from .runtime import Explainer
+from .trace import trace
+
+
+def compile(model: nn.Module, rules: Rules | str | None = "default", example_input: torch.Tensor | None = None,
+            *, leaf_modules: Iterable[type | str] = (), start: str | None = None) -> Explainer:
+    """Compile ``model`` into one relevance module under ``rules`` (a preset name or a ``Rules`` object).
+
+    ``example_input`` (e.g. ``torch.randn(1, 3, 224, 224)``) fixes the shapes the graph is checked against; its
+    dtype sets the dtype of the readout. ``start`` overrides the rule set's start mode (one/logit/softmax).
+    The model is neither copied nor modified: the generated module calls its submodules and reads its
+    parameters; rule constants (W⁺, folded BatchNorm, …) are new buffers computed here, once.
+    """
+    if example_input is None:
+        raise TypeError("lrpc.compile needs example_input, a tensor of the input's shape such as "
+                        "torch.randn(1, 3, 224, 224)")
+    rules = resolve(rules)
+    if start is not None:
+        rules = rules.replace(start=start)
+    gm = trace(model, leaf_modules)
+    canonicalize.functionalize(gm)
+    canonicalize.drop_identities(gm)
+    if rules.batchnorm == "fold":
+        canonicalize.fold_batchnorm(gm)
+    gm.recompile()
+    canonicalize.propagate_shapes(gm, example_input)
+    plans, logits = annotate(gm, rules)
+    module, layer_names, pairings = RelevancePass(gm, plans, logits, rules.start, example_input.dtype).run()
+    return Explainer(module, layer_names, rules, plans, pairings, example_input, shape(logits)[1])

@@ -1,0 +1,78 @@
+"""Runtime relevance ops for the structural kinds (reshape, cat, pad, pools, start), called by generated code.
+
+Rules for linear maps live in ``rules.py`` and splitting in ``splitting.py``; everything here moves relevance
+without a rule choice, except ``maxpool_relevance`` whose three modes are the documented options.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .stabilizers import divide
+
+aten = torch.ops.aten
+
+
+def resolve_target(logits: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    return logits.argmax(1) if target is None else target
+
+
+def start_relevance(logits: torch.Tensor, target: torch.Tensor, *, mode: str) -> torch.Tensor:
+    """One-hot at the target class, scaled by 1, the logit or the softmax probability."""
+    onehot = F.one_hot(target, logits.shape[1]).to(logits.dtype)
+    if mode == "one":
+        return onehot
+    if mode == "logit":
+        return onehot * logits
+    return onehot * logits.softmax(1)
+
+
+def batch_sum(r: torch.Tensor) -> torch.Tensor:
+    return r.reshape(r.shape[0], -1).sum(1)
+
+
+def reshape_back(r: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return r.reshape(like.shape)
+
+
+def permute_back(r: torch.Tensor, *, dims: tuple[int, ...]) -> torch.Tensor:
+    inverse = [0] * len(dims)
+    for i, d in enumerate(dims):
+        inverse[d % len(dims)] = i
+    return r.permute(inverse)
+
+
+def split_cat(r: torch.Tensor, *inputs: torch.Tensor, dim: int) -> tuple[torch.Tensor, ...]:
+    return torch.split(r, [x.shape[dim] for x in inputs], dim)
+
+
+def unpad(r: torch.Tensor, *, pad: tuple[int, ...]) -> torch.Tensor:
+    return F.pad(r, [-p for p in pad])
+
+
+def gate_relevance(r: torch.Tensor) -> torch.Tensor:
+    """y = x ⊙ g with g a gate: all relevance stays with x."""
+    return r
+
+
+def maxpool_relevance(a, out, r, *, mode, kernel, stride, padding, dilation, ceil_mode, eps):
+    """``winner``: all to each window's arg-max (the gradient of max); ``proportional``: to every input of the
+    window in proportion to its activation; ``avg2x2``: the Otsuki et al. stand-in, a 2x2/stride-2 average pool
+    used in the relevance pass only (does not conserve where a 2x2 block is all zero but its 3x3 window is not)."""
+    if mode == "winner":
+        _, indices = F.max_pool2d(a, kernel, stride, padding, dilation, ceil_mode, return_indices=True)
+        return aten.max_pool2d_with_indices_backward(r, a, kernel, stride, padding, dilation, ceil_mode, indices)
+    if mode == "avg2x2":
+        kernel, stride, padding, ceil_mode = (2, 2), (2, 2), (0, 0), False
+    z = F.avg_pool2d(a, kernel, stride, padding, ceil_mode, True)
+    s = divide(r, z, "add" if mode == "avg2x2" else "none", eps)
+    return a * aten.avg_pool2d_backward(s, a, kernel, stride, padding, ceil_mode, True, None)
+
+
+def amax_relevance(a, out, r, *, dims, keepdim):
+    """Winner-take-all over the reduced dims; tied maxima share equally."""
+    if not keepdim:
+        for d in sorted(d % a.dim() for d in dims):
+            out, r = out.unsqueeze(d), r.unsqueeze(d)
+    winners = (a == out).to(a.dtype)
+    return winners * r / winners.sum(dims, keepdim=True)

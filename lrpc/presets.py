@@ -1,0 +1,208 @@
+"""Rule sets: which rule each layer gets, how adds split, where relevance starts (DESIGN.md §4).
+
+A ``Rules`` object maps nodes to rules by module type, by qualified name (glob), by position (``"first"`` /
+``"last"`` weighted layer, or any predicate on ``LayerContext``), falling back to the per-kind defaults.
+``preset(name, **overrides)`` builds the named sets; ``presets()`` lists them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence, Union
+
+from .errors import LrpcError
+from .rules import AlphaBeta, Epsilon, Flat, Gamma, Pass, Rule, ZBox, Zero, ZPlus
+from .splitting import Splitting
+
+MAXPOOL_MODES = ("winner", "proportional", "avg2x2")
+START_MODES = ("one", "logit", "softmax")
+IMAGENET_LOW = (-2.1179, -2.0357, -1.8044)
+IMAGENET_HIGH = (2.2489, 2.4286, 2.6400)
+
+
+@dataclass(frozen=True)
+class LayerContext:
+    """What a selector sees about a layer: names, type, and its position in graph order."""
+
+    node: str
+    module: str | None
+    module_type: str | None
+    map: str                # "conv", "linear", "avg_pool2d", "adaptive_avg_pool2d", "reduce"
+    index: int              # among weighted layers (conv/linear), graph order; -1 for pools
+    num_weighted: int
+    adds_before: int        # residual adds that precede the layer in graph order
+
+
+Selector = Union[type, str, Callable[[LayerContext], bool]]
+
+
+def _matches(selector: Selector, ctx: LayerContext) -> bool:
+    if isinstance(selector, type):
+        return ctx.module_type == selector.__name__
+    if isinstance(selector, str):
+        if selector == "first":
+            return ctx.index == 0
+        if selector == "last":
+            return ctx.index == ctx.num_weighted - 1 and ctx.index >= 0
+        return any(fnmatch.fnmatchcase(name, selector) for name in (ctx.node, ctx.module) if name)
+    return bool(selector(ctx))
+
+
+@dataclass(frozen=True)
+class Rules:
+    """A complete rule set. ``layers`` is checked first (first match wins), then the per-map defaults."""
+
+    name: str = "custom"
+    conv: Rule = ZPlus()
+    linear: Rule = ZPlus()
+    pool: Rule = ZPlus()
+    layers: Sequence[tuple[Selector, Rule]] = ()
+    maxpool: str = "winner"
+    splitting: Splitting = Splitting()
+    batchnorm: str = "pass"
+    start: str = "softmax"
+    conserving: bool = False
+    description: str = ""
+
+    def __post_init__(self):
+        if self.maxpool not in MAXPOOL_MODES:
+            raise LrpcError(f"unknown maxpool mode {self.maxpool!r}; choose one of {MAXPOOL_MODES}")
+        if self.start not in START_MODES:
+            raise LrpcError(f"unknown start mode {self.start!r}; choose one of {START_MODES}")
+        if self.batchnorm not in ("pass", "fold"):
+            raise LrpcError(f"batchnorm must be 'pass' or 'fold', got {self.batchnorm!r}")
+
+    def rule_for(self, ctx: LayerContext) -> Rule:
+        for selector, rule in self.layers:
+            if _matches(selector, ctx):
+                return rule
+        if ctx.map == "conv":
+            return self.conv
+        if ctx.map == "linear":
+            return self.linear
+        return self.pool
+
+    def replace(self, **changes: Any) -> "Rules":
+        return dataclasses.replace(self, **changes)
+
+
+# ------------------------------------------------------------------------------------------------ the presets
+def _otsuki(splitting: Splitting, description: str) -> Rules:
+    zplus = ZPlus(epsilon=1e-5, stabilizer="add", bias=False)
+    return Rules(conv=zplus, linear=zplus, pool=zplus,
+                 layers=(("first", ZPlus(epsilon=1e-5, stabilizer="add", bias=False, ones_input=True)),),
+                 maxpool="avg2x2", splitting=splitting, start="softmax", description=description)
+
+
+def otsuki2024() -> Rules:
+    return _otsuki(Splitting("ratio", identity=True),
+                   "Otsuki et al. 2024 as their code computes it (Table 2 (iv)): z+ (+1e-5, biases ignored), "
+                   "first layer on an all-ones input, max-pool as 2x2 average, ratio splitting with identity "
+                   "skips, start = softmax probability of the predicted class")
+
+
+def otsuki2024_i() -> Rules:
+    return _otsuki(Splitting("symmetric", identity=False), "Table 2 (i): symmetric splitting, identity skips get 0")
+
+
+def otsuki2024_ii() -> Rules:
+    return _otsuki(Splitting("symmetric", identity=True), "Table 2 (ii): symmetric splitting with identity skips")
+
+
+def otsuki2024_iii() -> Rules:
+    return _otsuki(Splitting("ratio", identity=False), "Table 2 (iii): ratio splitting, identity skips get 0")
+
+
+def otsuki2024_mixture(epsilon: float = 1e-6, after_block: int = 8) -> Rules:
+    """Appendix D.3: ε for layers after the 8th bottleneck block (counted by residual adds), z+ below."""
+    base = otsuki2024()
+    late = Epsilon(epsilon=epsilon)
+    return base.replace(layers=base.layers + ((lambda c: c.adds_before >= after_block, late),),
+                        description=f"Otsuki et al. appendix D.3: ε={epsilon} after residual block {after_block}, "
+                                    "z+ below, otherwise as otsuki2024")
+
+
+def default(epsilon: float = 1e-9) -> Rules:
+    zplus = ZPlus(epsilon=epsilon, bias=False)
+    return Rules(conv=zplus, linear=zplus, pool=zplus, maxpool="winner", splitting=Splitting("ratio", True),
+                 start="softmax", conserving=True,
+                 description="the paper's method without the legacy quirks: z+ (α1β0 on signed inputs, biases "
+                             "out, tiny stabiliser), true max-pool windows (winner-take-all), ratio splitting "
+                             "with identity skips and a 0/0 guard; conserves exactly")
+
+
+def _zennit(first: Rule | None, conv: Rule, epsilon: float, stabilizer: float, description: str) -> Rules:
+    norm = Epsilon(epsilon=stabilizer)
+    return Rules(conv=conv, linear=Epsilon(epsilon=epsilon), pool=norm,
+                 layers=(() if first is None else (("first", first),)), maxpool="winner",
+                 splitting=Splitting("proportional", True, epsilon=stabilizer), batchnorm="fold",
+                 start="logit", description=description)
+
+
+def epsilon_plus(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Rules:
+    return _zennit(None, ZPlus(epsilon=stabilizer), epsilon, stabilizer,
+                   "zennit EpsilonPlus with its canonizers: BatchNorm folded, z+ on convs, ε on linear layers, "
+                   "proportional (Norm) adds and average pools, gradient (winner) max-pool")
+
+
+def epsilon_plus_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Rules:
+    return _zennit(Flat(epsilon=stabilizer), ZPlus(epsilon=stabilizer), epsilon, stabilizer,
+                   "zennit EpsilonPlusFlat: as epsilon-plus with the flat rule on the first layer")
+
+
+def epsilon_gamma_box(low: Any = None, high: Any = None, epsilon: float = 1e-6, gamma: float = 0.25,
+                      stabilizer: float = 1e-6) -> Rules:
+    if low is None or high is None:
+        raise LrpcError("preset 'epsilon-gamma-box' needs low= and high=: the lowest and highest values of the "
+                        "normalised input, scalars or one per channel (ImageNet: lrpc.presets.IMAGENET_LOW/HIGH)")
+    return _zennit(ZBox(low, high, epsilon=stabilizer), Gamma(gamma, epsilon=stabilizer), epsilon, stabilizer,
+                   "zennit EpsilonGammaBox: z^B first layer, γ on convs, ε on linear layers, BatchNorm folded")
+
+
+def montavon_vgg16(low: Any = IMAGENET_LOW, high: Any = IMAGENET_HIGH) -> Rules:
+    gamma = Gamma(0.25, epsilon=1e-9, generalized=False)
+    eps_rms = Epsilon(epsilon=0.25, stabilizer="rms")
+    return Rules(conv=eps_rms, linear=Zero(), pool=ZPlus(epsilon=1e-9),
+                 layers=(("first", ZBox(low, high, epsilon=1e-9)),
+                         (lambda c: c.map == "conv" and 1 <= c.index <= 6, gamma)),
+                 maxpool="avg2x2", start="logit",
+                 description="Montavon et al. (VGG-16): z^B on conv1_1, γ=0.25 on conv1_2…conv3_3, "
+                             "ε=0.25·RMS(z) on conv4_1…conv5_3, LRP-0 on the classifier, max-pool as 2x2 average, "
+                             "start from the target logit")
+
+
+PRESETS: dict[str, Callable[..., Rules]] = {
+    "otsuki2024": otsuki2024, "otsuki2024-i": otsuki2024_i, "otsuki2024-ii": otsuki2024_ii,
+    "otsuki2024-iii": otsuki2024_iii, "otsuki2024-mixture": otsuki2024_mixture, "default": default,
+    "epsilon-plus": epsilon_plus, "epsilon-plus-flat": epsilon_plus_flat, "epsilon-gamma-box": epsilon_gamma_box,
+    "montavon-vgg16": montavon_vgg16,
+}
+RULES_FIELDS = {f.name for f in dataclasses.fields(Rules)}
+
+
+def presets() -> list[str]:
+    return list(PRESETS)
+
+
+def preset(name: str, **kwargs: Any) -> Rules:
+    """Build a named rule set. Keyword arguments go to the preset (``low=``, ``epsilon=``…) or replace a
+    ``Rules`` field (``start=``, ``maxpool=``, ``splitting=``…)."""
+    if name not in PRESETS:
+        raise LrpcError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
+    overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in RULES_FIELDS}
+    try:
+        rules = PRESETS[name](**kwargs)
+    except TypeError as exc:
+        raise LrpcError(f"preset {name!r}: {exc}") from exc
+    return dataclasses.replace(rules, name=name, **overrides)
+
+
+def resolve(rules: Rules | str | None) -> Rules:
+    if rules is None:
+        return preset("default")
+    if isinstance(rules, str):
+        return preset(rules)
+    if isinstance(rules, Rules):
+        return rules
+    raise TypeError(f"rules must be a preset name or an lrpc.Rules object, got {type(rules).__name__}")

@@ -1,0 +1,182 @@
+"""Step 4 of the pipeline: pair every forward node with its relevance op in ONE generated GraphModule.
+
+The generated ``forward(x, target=None)`` runs the canonical forward graph once, then walks it in reverse
+topological order. A node's relevance is the sum of the messages its consumers send it (fan-out); its op turns
+that into one message per tensor input. Forward activations are reused, never recomputed.
+
+Per-sample message totals are stacked into ``S`` [B, E] (E = edges carrying relevance, plus the start edge).
+Two constant 0/1 matrices turn them into the readouts: ``S @ cut`` is the relevance crossing the graph cut just
+after each node (for a conserving rule set every column equals the start relevance — this is what
+``layer_sums`` reports: a residual branch alone does not carry all the relevance, the cut does), and
+``S @ into`` the relevance arriving at each node.
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+
+from . import kernels
+from .annotate import NodePlan
+from .splitting import split_add
+
+
+@dataclass
+class Pairing:
+    """The relevance side of one forward node, for dumps and debugging."""
+
+    relevance: str | None              # the node holding this node's (fan-in summed) relevance
+    messages: list[tuple[str, str]]    # (input node, message node) pairs this node's op emitted
+
+
+class RelevancePass:
+    def __init__(self, gm: fx.GraphModule, plans: dict[fx.Node, NodePlan], logits: fx.Node, start: str,
+                 dtype: torch.dtype):
+        self.gm, self.plans, self.logits, self.start, self.dtype = gm, plans, logits, start, dtype
+        self.graph = fx.Graph()
+        self.env: dict[fx.Node, fx.Node] = {}
+        self.inbox: dict[fx.Node, list[tuple[fx.Node, fx.Node]]] = {}   # producer -> [(message, its batch sum)]
+        self.edges: list[tuple[fx.Node, fx.Node | None]] = []
+        self.edge_sums: list[fx.Node] = []
+        self.pairings: dict[str, Pairing] = {}
+        self._constants: dict[tuple, str] = {}
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    def call(self, fn, args, kwargs=None, name=None) -> fx.Node:
+        return self.graph.create_node("call_function", fn, tuple(args), kwargs or {}, name=name)
+
+    def send(self, producer: fx.Node, consumer: fx.Node | None, message: fx.Node, total: fx.Node | None = None):
+        """Record a message; ``total`` reuses an already computed batch sum when the op preserves it."""
+        if total is None:
+            total = self.call(kernels.batch_sum, (message,), name=f"sum_{message.name}")
+        self.inbox.setdefault(producer, []).append((message, total))
+        self.edges.append((producer, consumer))
+        self.edge_sums.append(total)
+        if consumer is not None:
+            self.pairings[consumer.name].messages.append((producer.name, message.name))
+
+    def constants(self, node: fx.Node, rule, weight, bias) -> list[fx.Node | None]:
+        """get_attr nodes for a rule's constants, computed once per (rule, parameters): a module used twice,
+        or two nodes sharing a weight, share the buffers."""
+        key = (rule.describe(), id(weight), id(bias))
+        if key not in self._constants:
+            names = []
+            for name, value in rule.constants(weight, bias).items():
+                if value is None:
+                    names.append(None)
+                    continue
+                attr = f"lrpc_const_{node.name}_{name}"
+                self.gm.register_buffer(attr, value.detach().clone())
+                names.append(attr)
+            self._constants[key] = names
+        return [None if name is None else self.graph.get_attr(name) for name in self._constants[key]]
+
+    # ------------------------------------------------------------------------------------------------- driver
+    def run(self) -> tuple[fx.GraphModule, list[str], dict[str, Pairing]]:
+        nodes = list(self.gm.graph.nodes)
+        x_old = next(n for n in nodes if n.op == "placeholder")
+        self.env[x_old] = self.graph.placeholder(x_old.name)
+        target = self.graph.placeholder("target", default_value=None)
+        for n in nodes:
+            if n.op not in ("placeholder", "output"):
+                self.env[n] = self.graph.node_copy(n, self.env.__getitem__)
+        logits = self.env[self.logits]
+        resolved = self.call(kernels.resolve_target, (logits, target), name="explained_target")
+        start = self.call(kernels.start_relevance, (logits, resolved), {"mode": self.start}, name="start")
+        for n in nodes:
+            if n in self.plans:
+                self.pairings[n.name] = Pairing(None, [])
+        self.send(self.logits, None, start)
+
+        input_relevance = None
+        for n in reversed(nodes):
+            if n not in self.inbox:
+                continue
+            relevance, total = self.gather(n)
+            self.pairings[n.name].relevance = relevance.name
+            if n is x_old:
+                input_relevance = relevance
+                continue
+            self.emit(self.plans[n], relevance, total)
+        if input_relevance is None:
+            input_relevance = self.call(torch.zeros_like, (self.env[x_old],), name="rel_x")
+
+        layers = [n for n in nodes if n in self.inbox]
+        cut, into = self.readout_matrices(nodes, layers)
+        self.gm.register_buffer("lrpc_cut", cut)
+        self.gm.register_buffer("lrpc_into", into)
+        sums = self.call(torch.stack, (self.edge_sums, 1), name="edge_sums")
+        layer_sums = self.call(operator.matmul, (sums, self.graph.get_attr("lrpc_cut")), name="layer_sums")
+        node_sums = self.call(operator.matmul, (sums, self.graph.get_attr("lrpc_into")), name="node_sums")
+        self.graph.output((logits, resolved, input_relevance, layer_sums, node_sums))
+        module = fx.GraphModule(self.gm, self.graph, class_name="RelevanceModule")
+        return module, [n.name for n in layers], self.pairings
+
+    def gather(self, n: fx.Node) -> tuple[fx.Node, fx.Node]:
+        messages = self.inbox[n]
+        relevance, total = messages[0]
+        for message, message_total in messages[1:]:
+            relevance = self.call(operator.add, (relevance, message))
+            total = self.call(operator.add, (total, message_total))
+        return relevance, total
+
+    def readout_matrices(self, nodes, layers):
+        position = {n: i for i, n in enumerate(nodes)}
+        cut = torch.zeros(len(self.edges), len(layers), dtype=self.dtype)
+        into = torch.zeros_like(cut)
+        column = {n: j for j, n in enumerate(layers)}
+        for e, (producer, consumer) in enumerate(self.edges):
+            end = position[consumer] if consumer is not None else len(nodes)
+            for j, n in enumerate(layers):
+                if position[producer] <= position[n] < end:
+                    cut[e, j] = 1.0
+            into[e, column[producer]] = 1.0
+        return cut, into
+
+    # ---------------------------------------------------------------------------------------------- per kind
+    def emit(self, plan: NodePlan, r: fx.Node, total: fx.Node) -> None:
+        n, info = plan.node, plan.info
+        ins = [self.env[i] for i in info.inputs]
+        kind = info.kind
+        tag = f"rel_{n.name}"
+        if kind in ("pass", "batchnorm", "gate"):
+            self.send(info.inputs[0], n, r, total)
+        elif kind == "reshape":
+            self.send(info.inputs[0], n, self.call(kernels.reshape_back, (r, ins[0]), name=tag), total)
+        elif kind == "permute":
+            self.send(info.inputs[0], n, self.call(kernels.permute_back, (r,), {"dims": info.args}, name=tag), total)
+        elif kind == "linear":
+            rule = plan.rule
+            consts = self.constants(n, rule, info.weight, info.bias)
+            kwargs = {"map": info.map, "args": info.args, "nonneg": self.plans[info.inputs[0]].nonneg, **rule.kernel_kwargs()}
+            message = self.call(rule.kernel, (ins[0], self.env[n], r, *consts), kwargs, name=tag)
+            self.send(info.inputs[0], n, message)
+        elif kind == "maxpool":
+            kernel, stride, padding, dilation, ceil_mode = info.args
+            message = self.call(kernels.maxpool_relevance, (ins[0], self.env[n], r),
+                                {"mode": plan.maxpool, "kernel": kernel, "stride": stride, "padding": padding,
+                                 "dilation": dilation, "ceil_mode": ceil_mode,
+                                 "eps": 1e-5 if plan.maxpool == "avg2x2" else 0.0}, name=tag)
+            self.send(info.inputs[0], n, message)
+        elif kind == "amax":
+            dims, keepdim = info.args
+            message = self.call(kernels.amax_relevance, (ins[0], self.env[n], r), {"dims": dims, "keepdim": keepdim},
+                                name=tag)
+            self.send(info.inputs[0], n, message)
+        elif kind == "pad":
+            self.send(info.inputs[0], n, self.call(kernels.unpad, (r,), {"pad": info.args}, name=tag))
+        elif kind == "cat":
+            parts = self.call(kernels.split_cat, (r, *ins), {"dim": info.args[0]}, name=tag)
+            for k, producer in enumerate(info.inputs):
+                self.send(producer, n, self.call(operator.getitem, (parts, k), name=f"{tag}_{k}"))
+        elif kind == "add":
+            policy, add_kind = plan.splitting, plan.add_kind
+            silent = add_kind.skip if (add_kind.kind == "identity" and not policy.identity) else -1
+            parts = self.call(split_add, (r, *ins), {"mode": policy.mode, "eps": policy.epsilon, "silent": silent},
+                              name=tag)
+            for k, producer in enumerate(info.inputs):
+                self.send(producer, n, self.call(operator.getitem, (parts, k), name=f"{tag}_{k}"))
+        else:  # annotate admits no other kind onto the relevance path
+            raise AssertionError(f"relevance pass reached node {n.name} of kind {kind}")

@@ -1,0 +1,305 @@
+"""LRP rules for linear maps (conv, linear, pools, means) as small objects (DESIGN.md §2).
+
+A rule has two halves:
+- ``constants(weight, bias)``: the modified parameters (W⁺, W⁻, w + γw⁺, …), computed ONCE at compile time and
+  stored as buffers of the generated module — the user's parameters are never touched;
+- ``kernel``: a module-level function the generated code calls with the layer input ``a``, the forward output
+  ``out``, the upper relevance ``r`` and those constants. Kernels are plain tensor code, so the whole relevance
+  pass is visible to ``torch.compile``.
+
+Every kernel takes ``map`` (a key of ``LINEAR_MAPS``), ``args`` (the map's plain arguments) and ``nonneg``
+(the compiler proved ``a >= 0``, so the a⁻ terms vanish and are skipped).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+
+from .errors import LrpcError
+from .linear_maps import LINEAR_MAPS
+from .stabilizers import MODES, divide
+
+Tensor = torch.Tensor
+
+
+def _pos(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.clamp(min=0)
+
+
+def _neg(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.clamp(max=0)
+
+
+class Rule:
+    """Base of the rules for linear maps. Subclasses are frozen dataclasses holding their parameters."""
+
+    name: ClassVar[str]
+    kernel: ClassVar[Callable[..., Tensor]]
+    needs_weights: ClassVar[bool] = False
+
+    def constants(self, weight: Tensor | None, bias: Tensor | None) -> dict[str, Tensor | None]:
+        raise NotImplementedError
+
+    def kernel_kwargs(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        params = ", ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
+        return f"{self.name}({params})"
+
+
+# ----------------------------------------------------------------------------------------------- epsilon / LRP-0
+def epsilon_kernel(a, out, r, weight, bias, *, map, args, nonneg, eps, stab, use_bias):
+    m = LINEAR_MAPS[map]
+    z = out if use_bias or bias is None else m.forward(a, weight, None, args)
+    return a * m.transpose(divide(r, z, stab, eps), a, weight, args)
+
+
+@dataclass(frozen=True)
+class Epsilon(Rule):
+    """LRP-ε: R_i = a_i Σ_j w_ij R_j / stab(z_j), z_j = Σ_i a_i w_ij (+ b_j). epsilon=0 with stabilizer 'none' is LRP-0."""
+
+    epsilon: float = 1e-6
+    stabilizer: str = "sign"
+    bias: bool = True
+    name: ClassVar[str] = "epsilon"
+    kernel: ClassVar = staticmethod(epsilon_kernel)
+
+    def constants(self, weight, bias):
+        return {"weight": weight, "bias": bias}
+
+    def kernel_kwargs(self):
+        return {"eps": float(self.epsilon), "stab": self.stabilizer, "use_bias": self.bias}
+
+
+@dataclass(frozen=True)
+class Zero(Epsilon):
+    """LRP-0: the plain z-rule, 0/0 := 0. On a bias-free ReLU network it equals gradient × input."""
+
+    epsilon: float = 0.0
+    stabilizer: str = "none"
+    name: ClassVar[str] = "zero"
+
+
+# -------------------------------------------------------------------------------------------- alpha-beta / z-plus
+def _contribution_part(m, args, r, terms, bias, eps, stab):
+    """Relevance through one sign part: terms are (input part, weight part) pairs whose products share a sign."""
+    z = None
+    for x, w in terms:
+        zx = m.forward(x, w, bias, args)
+        z, bias = (zx if z is None else z + zx), None
+    s = divide(r, z, stab, eps)
+    out = None
+    for x, w in terms:
+        rx = x * m.transpose(s, x, w, args)
+        out = rx if out is None else out + rx
+    return out
+
+
+def alpha_beta_kernel(a, out, r, w_pos, w_neg, b_pos, b_neg, *, map, args, nonneg, alpha, beta, eps, stab,
+                      ones_input):
+    m = LINEAR_MAPS[map]
+    if ones_input:
+        a, nonneg = torch.ones_like(a[:1]).expand_as(a), True
+    a_pos = a if nonneg else a.clamp(min=0)
+    a_neg = None if nonneg else a.clamp(max=0)
+    if m.weighted:
+        positive = [(a_pos, w_pos)] + ([] if nonneg else [(a_neg, w_neg)])
+        negative = [(a_pos, w_neg)] + ([] if nonneg else [(a_neg, w_pos)])
+    else:  # the implicit weights of a pool are all >= 0
+        positive, negative = [(a_pos, None)], ([] if nonneg else [(a_neg, None)])
+    relevance = _contribution_part(m, args, r, positive, b_pos, eps, stab)
+    if alpha != 1.0:
+        relevance = alpha * relevance
+    if beta != 0.0 and negative:
+        relevance = relevance - beta * _contribution_part(m, args, r, negative, b_neg, eps, stab)
+    return relevance
+
+
+@dataclass(frozen=True)
+class AlphaBeta(Rule):
+    """LRP-αβ (α − β = 1) in the form that also holds for negative inputs: positive contributions are
+    a⁺w⁺ + a⁻w⁻, negative ones a⁺w⁻ + a⁻w⁺ (zennit's convention; ``bias=True`` adds b⁺ / b⁻ to the parts)."""
+
+    alpha: float = 2.0
+    beta: float = 1.0
+    epsilon: float = 1e-6
+    stabilizer: str = "sign"
+    bias: bool = True
+    ones_input: bool = False
+    name: ClassVar[str] = "alpha_beta"
+    kernel: ClassVar = staticmethod(alpha_beta_kernel)
+
+    def __post_init__(self):
+        if self.alpha < 0 or self.beta < 0 or abs(self.alpha - self.beta - 1.0) > 1e-12:
+            raise LrpcError(f"{self.name}: need alpha >= 0, beta >= 0 and alpha - beta = 1, got "
+                            f"alpha={self.alpha}, beta={self.beta}")
+        if self.stabilizer not in MODES:
+            raise LrpcError(f"{self.name}: unknown stabilizer {self.stabilizer!r}; choose one of {MODES}")
+
+    def constants(self, weight, bias):
+        bias = bias if self.bias else None
+        return {"w_pos": _pos(weight), "w_neg": _neg(weight), "b_pos": _pos(bias),
+                "b_neg": _neg(bias) if self.beta else None}
+
+    def kernel_kwargs(self):
+        return {"alpha": float(self.alpha), "beta": float(self.beta), "eps": float(self.epsilon),
+                "stab": self.stabilizer, "ones_input": self.ones_input}
+
+
+@dataclass(frozen=True)
+class ZPlus(AlphaBeta):
+    """LRP-z⁺ (= α1β0). ``ones_input=True`` replaces the layer input by ones (the Otsuki et al. first layer)."""
+
+    alpha: float = 1.0
+    beta: float = 0.0
+    name: ClassVar[str] = "zplus"
+
+
+# --------------------------------------------------------------------------------------------------------- gamma
+def gamma_kernel(a, out, r, weight, w_up, w_down, b_up, b_down, *, map, args, nonneg, eps, stab, generalized):
+    m = LINEAR_MAPS[map]
+    if not generalized:  # Montavon et al.: rho(w) = w + γw⁺ for inputs >= 0
+        return _contribution_part(m, args, r, [(a, w_up)], b_up, eps, stab)
+    # zennit's generalisation: outputs with z > 0 use (w + γw⁺) on a⁺ and (w + γw⁻) on a⁻, outputs with z < 0
+    # the other way round; an output with z == 0 passes nothing.
+    a_pos = a if nonneg else a.clamp(min=0)
+    a_neg = None if nonneg else a.clamp(max=0)
+    r_up = r * (out > 0)
+    r_down = r * (out < 0)
+    up = [(a_pos, w_up)] + ([] if nonneg else [(a_neg, w_down)])
+    down = [(a_pos, w_down)] + ([] if nonneg else [(a_neg, w_up)])
+    return (_contribution_part(m, args, r_up, up, b_up, eps, stab)
+            + _contribution_part(m, args, r_down, down, b_down, eps, stab))
+
+
+@dataclass(frozen=True)
+class Gamma(Rule):
+    """LRP-γ: ρ(w) = w + γw⁺. ``generalized=True`` is zennit's sign-aware form, ``False`` Montavon's original."""
+
+    gamma: float = 0.25
+    epsilon: float = 1e-6
+    stabilizer: str = "sign"
+    bias: bool = True
+    generalized: bool = True
+    name: ClassVar[str] = "gamma"
+    kernel: ClassVar = staticmethod(gamma_kernel)
+    needs_weights: ClassVar[bool] = True
+
+    def constants(self, weight, bias):
+        g = self.gamma
+        bias = bias if self.bias else None
+        return {"weight": weight, "w_up": weight + g * weight.clamp(min=0), "w_down": weight + g * weight.clamp(max=0),
+                "b_up": None if bias is None else bias + g * bias.clamp(min=0),
+                "b_down": None if bias is None else bias + g * bias.clamp(max=0)}
+
+    def kernel_kwargs(self):
+        return {"eps": float(self.epsilon), "stab": self.stabilizer, "generalized": self.generalized}
+
+
+# ---------------------------------------------------------------------------------------------------------- z^B
+def zbox_kernel(a, out, r, weight, w_pos, w_neg, low, high, *, map, args, nonneg, eps, stab):
+    m = LINEAR_MAPS[map]
+    shape = (1, -1) + (1,) * (a.dim() - 2)
+    low = low.view(shape).expand_as(a)
+    high = high.view(shape).expand_as(a)
+    z = m.forward(a, weight, None, args) - m.forward(low, w_pos, None, args) - m.forward(high, w_neg, None, args)
+    s = divide(r, z, stab, eps)
+    return (a * m.transpose(s, a, weight, args) - low * m.transpose(s, a, w_pos, args)
+            - high * m.transpose(s, a, w_neg, args))
+
+
+@dataclass(frozen=True)
+class ZBox(Rule):
+    """LRP-z^B for a box-bounded input layer: low/high are scalars or per-channel bounds of the normalised input.
+    (Biases cancel out of z^B: b − b⁺ − b⁻ = 0.)"""
+
+    low: float | Sequence[float] = 0.0
+    high: float | Sequence[float] = 1.0
+    epsilon: float = 1e-6
+    stabilizer: str = "sign"
+    name: ClassVar[str] = "zbox"
+    kernel: ClassVar = staticmethod(zbox_kernel)
+    needs_weights: ClassVar[bool] = True
+
+    def constants(self, weight, bias):
+        channels = weight.shape[1]  # input channels of a linear layer or an ungrouped conv
+        low, high = (torch.as_tensor(t, dtype=weight.dtype).flatten() for t in (self.low, self.high))
+        low, high = (t.expand(channels).clone() if t.numel() == 1 else t for t in (low, high))
+        if low.numel() != channels or high.numel() != channels:
+            raise LrpcError(f"zbox: bounds have {low.numel()}/{high.numel()} values but the layer has "
+                            f"{channels} input channels")
+        if bool((low > high).any()):
+            raise LrpcError(f"zbox: low {low.tolist()} must not exceed high {high.tolist()}")
+        return {"weight": weight, "w_pos": weight.clamp(min=0), "w_neg": weight.clamp(max=0), "low": low, "high": high}
+
+    def kernel_kwargs(self):
+        return {"eps": float(self.epsilon), "stab": self.stabilizer}
+
+
+
+# --------------------------------------------------------------------------------------------------- flat / w²
+def uniform_kernel(a, out, r, weight, bias, *, map, args, nonneg, eps, stab):
+    """Flat and w²: the input activation is replaced by ones, so relevance spreads by ``weight`` alone."""
+    m = LINEAR_MAPS[map]
+    ones = torch.ones_like(a[:1])
+    z = m.forward(ones, weight, bias, args)
+    return m.transpose(divide(r, z, stab, eps), a, weight, args)
+
+
+@dataclass(frozen=True)
+class Flat(Rule):
+    """LRP-flat: every input in the receptive field gets an equal share (weights and inputs set to one, no bias)."""
+
+    epsilon: float = 1e-6
+    stabilizer: str = "sign"
+    name: ClassVar[str] = "flat"
+    kernel: ClassVar = staticmethod(uniform_kernel)
+
+    def constants(self, weight, bias):
+        return {"weight": None if weight is None else torch.ones_like(weight), "bias": None}
+
+    def kernel_kwargs(self):
+        return {"eps": float(self.epsilon), "stab": self.stabilizer}
+
+
+@dataclass(frozen=True)
+class WSquare(Rule):
+    """LRP-w²: shares ∝ w_ij² (zennit squares the bias too when ``bias=True``)."""
+
+    epsilon: float = 1e-6
+    stabilizer: str = "sign"
+    bias: bool = True
+    name: ClassVar[str] = "wsquare"
+    kernel: ClassVar = staticmethod(uniform_kernel)
+    needs_weights: ClassVar[bool] = True
+
+    def constants(self, weight, bias):
+        return {"weight": weight.square(), "bias": None if bias is None or not self.bias else bias.square()}
+
+    def kernel_kwargs(self):
+        return {"eps": float(self.epsilon), "stab": self.stabilizer}
+
+
+def pass_kernel(a, out, r, *, map, args, nonneg):
+    return r
+
+
+@dataclass(frozen=True)
+class Pass(Rule):
+    """Relevance passes unchanged, for a layer whose output has its input's shape (e.g. a depthwise 1x1 conv a
+    user wants to treat like BatchNorm). Elementwise ops (ReLU, BatchNorm, dropout) pass by default anyway."""
+
+    name: ClassVar[str] = "pass"
+    kernel: ClassVar = staticmethod(pass_kernel)
+
+    def constants(self, weight, bias):
+        return {}
+
+    def kernel_kwargs(self):
+        return {}
+
+
+RULES: dict[str, type[Rule]] = {r.name: r for r in (Zero, Epsilon, ZPlus, AlphaBeta, Gamma, ZBox, Flat, WSquare, Pass)}

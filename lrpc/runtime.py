@@ -1,0 +1,123 @@
+"""Step 5 of the pipeline: the user-facing explainer (validated calls into the generated module) and readout."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+
+from .annotate import NodePlan
+from .errors import LrpcError
+from .presets import Rules
+from .quantize import heat_quantize
+from .relevance_pass import Pairing
+
+
+@dataclass
+class Explanation:
+    """The result for one batch. ``layer_sums[name]`` is the relevance crossing the graph cut after that node."""
+
+    relevance: torch.Tensor
+    logits: torch.Tensor
+    target: torch.Tensor
+    layer_sum_matrix: torch.Tensor          # [B, L]
+    node_sum_matrix: torch.Tensor           # [B, L]: relevance arriving at each node
+    layer_names: list[str]
+    explainer: "Explainer" = field(repr=False)
+
+    @property
+    def start(self) -> torch.Tensor:
+        return self.layer_sum_matrix[:, -1]
+
+    @property
+    def layer_sums(self) -> dict[str, torch.Tensor]:
+        return {name: self.layer_sum_matrix[:, k] for k, name in enumerate(self.layer_names)}
+
+    @property
+    def node_sums(self) -> dict[str, torch.Tensor]:
+        return {name: self.node_sum_matrix[:, k] for k, name in enumerate(self.layer_names)}
+
+    def heatmap(self, quantize: int | None = None) -> torch.Tensor:
+        """Channel sum of the input relevance [B, H, W]; ``quantize=8`` applies Heat Quantization with Q = 8."""
+        heat = self.relevance.sum(1)
+        return heat if quantize is None else heat_quantize(heat, quantize)
+
+    def conservation_error(self) -> torch.Tensor:
+        """Per sample: the largest |layer sum − start| relative to |start|."""
+        start = self.start.unsqueeze(1)
+        return ((self.layer_sum_matrix - start).abs().amax(1) / start.abs().clamp_min(1e-30))
+
+
+class Explainer:
+    """A compiled relevance module. Call it on batches: ``exp = explainer(x, target)``."""
+
+    def __init__(self, module: fx.GraphModule, layer_names: list[str], rules: Rules,
+                 plans: dict[fx.Node, NodePlan], pairings: dict[str, Pairing], example_input: torch.Tensor,
+                 num_classes: int):
+        self.module = module
+        self.layer_names = layer_names
+        self.rules = rules
+        self.plans = {n.name: p for n, p in plans.items()}
+        self.pairings = pairings
+        self.input_shape = tuple(example_input.shape)
+        self.num_classes = num_classes
+        self._run = module
+
+    @property
+    def code(self) -> str:
+        return self.module.code
+
+    def to(self, *args, **kwargs) -> "Explainer":
+        """Move the generated module's constants (not the user's model) — move the model yourself."""
+        self.module.to(*args, **kwargs)
+        return self
+
+    def compile(self, **torch_compile_kwargs) -> "Explainer":
+        """Hand the whole generated module to ``torch.compile`` as one graph."""
+        self._run = torch.compile(self.module, **torch_compile_kwargs)
+        return self
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"input must be a tensor, got {type(x).__name__}")
+        if x.dim() != len(self.input_shape):
+            raise LrpcError(f"input has {x.dim()} dimensions {tuple(x.shape)}, the model was compiled for "
+                            f"{len(self.input_shape)} like {self.input_shape} (add a batch dimension?)")
+        if len(self.input_shape) > 1 and x.shape[1] != self.input_shape[1]:
+            raise LrpcError(f"input has {x.shape[1]} channels {tuple(x.shape)}, the model expects "
+                            f"{self.input_shape[1]}")
+        if not x.is_floating_point():
+            raise LrpcError(f"input must be a floating-point tensor, got {x.dtype}")
+        if not bool(torch.isfinite(x).all()):
+            raise LrpcError("input contains NaN or Inf values")
+
+    def _check_target(self, target, batch: int, num_classes: int, device) -> torch.Tensor | None:
+        if target is None:
+            return None
+        if isinstance(target, int) and not isinstance(target, bool):
+            target = torch.full((batch,), target, dtype=torch.long, device=device)
+        elif isinstance(target, torch.Tensor):
+            if target.dtype not in (torch.int64, torch.int32):
+                raise LrpcError(f"target must be an int or a LongTensor [B], got a {target.dtype} tensor")
+            target = target.to(device=device, dtype=torch.long).reshape(-1)
+            if target.numel() == 1 and batch != 1:
+                target = target.expand(batch)
+            if target.numel() != batch:
+                raise LrpcError(f"target has {target.numel()} entries for a batch of {batch}")
+        else:
+            raise LrpcError(f"target must be None, an int or a LongTensor [B], got {type(target).__name__}")
+        bad = (target < 0) | (target >= num_classes)
+        if bool(bad.any()):
+            raise LrpcError(f"target {target[bad].tolist()} out of range for {num_classes} classes")
+        return target
+
+    def __call__(self, x: torch.Tensor, target=None) -> Explanation:
+        self._check_input(x)
+        target = self._check_target(target, x.shape[0], self.num_classes, x.device)
+        with torch.inference_mode():
+            logits, resolved, relevance, layer_sums, node_sums = self._run(x, target)
+        return Explanation(relevance, logits, resolved, layer_sums, node_sums, self.layer_names, self)
+
+    def __repr__(self) -> str:
+        return (f"Explainer(rules={self.rules.name!r}, layers={len(self.layer_names)}, "
+                f"input={self.input_shape})")

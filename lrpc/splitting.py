@@ -1,0 +1,109 @@
+"""Relevance Splitting at residual adds (Otsuki et al. 2024, §4.3–4.4; DESIGN.md §3).
+
+At y = h_m + h_s the upper relevance R_y is split elementwise between the two operands:
+- ``symmetric``: R/2 each;
+- ``ratio``: R·|h|/(|h_m| + |h_s|), 0/0 split evenly (the guard keeps conservation exact);
+- ``proportional``: the signed z-rule on the add, R·h/stab(h_m + h_s) (what zennit / iNNvestigate do).
+``identity=False`` gives an identity skip no relevance at all (R_s = 0, all of R_y to the residual branch);
+projection shortcuts always take their share and pass it on through their conv's rule.
+
+Which operand is the skip is read from the graph (``classify_add``), never from class names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+
+from .errors import LrpcError
+from .stabilizers import divide
+
+SPLIT_MODES = ("ratio", "symmetric", "proportional")
+
+
+@dataclass(frozen=True)
+class Splitting:
+    mode: str = "ratio"
+    identity: bool = True
+    epsilon: float = 0.0
+
+    def __post_init__(self):
+        if self.mode not in SPLIT_MODES:
+            raise LrpcError(f"unknown splitting mode {self.mode!r}; choose one of {SPLIT_MODES}")
+
+    def describe(self) -> str:
+        extra = f", epsilon={self.epsilon}" if self.mode == "proportional" else ""
+        return f"{self.mode}({'with' if self.identity else 'without'} identity{extra})"
+
+
+def split_add(r, x0, x1, *, mode, eps, silent):
+    """Return (R_0, R_1) for y = x0 + x1; ``silent`` is the index of an operand that gets nothing, or -1."""
+    if silent == 0:
+        return torch.zeros_like(x0), r.sum_to_size(x1.shape)
+    if silent == 1:
+        return r.sum_to_size(x0.shape), torch.zeros_like(x1)
+    if mode == "symmetric":
+        r0 = r1 = 0.5 * r
+    elif mode == "ratio":
+        m0, m1 = x0.abs(), x1.abs()
+        total = m0 + m1
+        share0 = torch.where(total > 0, m0 / torch.where(total > 0, total, torch.ones_like(total)), 0.5)
+        r0 = r * share0
+        r1 = r - r0
+    else:
+        s = divide(r, x0 + x1, "sign" if eps else "none", eps)
+        r0, r1 = x0 * s, x1 * s
+    return r0.sum_to_size(x0.shape), r1.sum_to_size(x1.shape)
+
+
+@dataclass(frozen=True)
+class AddKind:
+    """How an add joins two branches: ``identity`` / ``projection`` skip (``skip`` = operand index) or ``generic``."""
+
+    kind: str
+    skip: int | None
+
+
+def _ancestors(node: fx.Node) -> set[fx.Node]:
+    seen: set[fx.Node] = set()
+    stack = list(node.all_input_nodes)
+    while stack:
+        n = stack.pop()
+        if n not in seen:
+            seen.add(n)
+            stack.extend(n.all_input_nodes)
+    return seen
+
+
+def _longest_distance(source: fx.Node, target: fx.Node, order: dict[fx.Node, int]) -> tuple[int, bool]:
+    """(number of nodes on the longest path source → target, whether that path has a weighted op)."""
+    best: dict[fx.Node, tuple[int, bool]] = {source: (0, False)}
+    for n in sorted(_ancestors(target) | {target}, key=order.__getitem__):
+        if order[n] <= order[source]:
+            continue
+        preds = [best[p] for p in n.all_input_nodes if p in best]
+        if preds:
+            d, w = max(preds)
+            best[n] = (d + 1, w or n.meta.get("lrpc_weighted", False))
+    return best.get(target, (0, False))
+
+
+def classify_add(node: fx.Node, operands: tuple[fx.Node, fx.Node], order: dict[fx.Node, int]) -> AddKind:
+    """An operand that is an ancestor of the other is an identity skip; otherwise, from the nearest common
+    ancestor (the fork), the shorter branch is the skip — a projection if it holds a weighted layer."""
+    a, b = operands
+    anc_a, anc_b = _ancestors(a), _ancestors(b)
+    if a in anc_b:
+        return AddKind("identity", 0)
+    if b in anc_a:
+        return AddKind("identity", 1)
+    common = anc_a & anc_b
+    if not common:
+        return AddKind("generic", None)
+    fork = max(common, key=order.__getitem__)
+    (da, wa), (db, wb) = _longest_distance(fork, a, order), _longest_distance(fork, b, order)
+    if da == db:
+        return AddKind("generic", None)
+    skip = 0 if da < db else 1
+    return AddKind("projection" if (wa, wb)[skip] else "generic", skip)

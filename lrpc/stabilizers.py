@@ -1,0 +1,26 @@
+"""Denominator stabilisers shared by every rule: the choice of convention is explicit, never implied.
+
+- ``sign``: z + eps·sign(z), sign(0) = +1 (zennit's convention)
+- ``add``: z + eps regardless of sign (the Otsuki et al. code)
+- ``rms``: z + eps·RMS(z) + 1e-9, RMS over all but the batch dimension (Montavon's VGG-16 epsilon)
+- ``none``: z itself, with 0/0 defined as 0 (LRP-0)
+"""
+from __future__ import annotations
+
+import torch
+
+MODES = ("sign", "add", "rms", "none")
+
+
+def divide(r: torch.Tensor, z: torch.Tensor, mode: str, eps: float) -> torch.Tensor:
+    """r / stab(z), the one division every rule makes."""
+    if mode == "sign":
+        return r / (z + torch.where(z >= 0, eps, -eps))
+    if mode == "add":
+        return r / (z + eps)
+    if mode == "rms":
+        dims = tuple(range(1, z.dim()))
+        return r / (z + eps * z.square().mean(dims, keepdim=True).sqrt() + 1e-9)
+    if mode == "none":
+        return torch.where(z == 0, torch.zeros_like(z), r / torch.where(z == 0, torch.ones_like(z), z))
+    raise ValueError(f"unknown stabiliser mode {mode!r}; choose one of {MODES}")
