@@ -106,23 +106,22 @@ def fold_batchnorm(gm: fx.GraphModule) -> None:
         prefix = layer_node.target.replace(".", "_")
         gm.register_buffer(f"lrpc_folded_{prefix}_weight", weight.detach().clone())
         gm.register_buffer(f"lrpc_folded_{prefix}_bias", bias.detach().clone())
-        with graph.inserting_before(bn_node):
+        with graph.inserting_before(layer_node):
             w = graph.get_attr(f"lrpc_folded_{prefix}_weight")
             b = graph.get_attr(f"lrpc_folded_{prefix}_bias")
-            if isinstance(layer, nn.Linear):
-                fused = graph.call_function(F.linear, (layer_node.args[0], w, b))
-            else:
-                if layer.padding_mode != "zeros":
-                    continue
-                conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[layer.weight.dim() - 2]
-                fused = graph.call_function(conv, (layer_node.args[0], w, b, layer.stride, layer.padding,
-                                                   layer.dilation, layer.groups))
-        fused.meta["lrpc_module"] = (layer_node.target, f"{type(layer).__name__}+{type(bn).__name__}")
-        fused.meta["lrpc_folded"] = bn_node.target
-        bn_node.replace_all_uses_with(fused)
+        if isinstance(layer, nn.Linear):
+            fn, args = F.linear, (layer_node.args[0], w, b)
+        else:
+            if layer.padding_mode != "zeros":
+                continue
+            fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[layer.weight.dim() - 2]
+            args = (layer_node.args[0], w, b, layer.stride, layer.padding, layer.dilation, layer.groups)
+        # the layer node itself becomes the folded op, so it keeps its name in sums and dumps
+        layer_node.meta["lrpc_module"] = (layer_node.target, f"{type(layer).__name__}+{type(bn).__name__}")
+        layer_node.meta["lrpc_folded"] = bn_node.target
+        layer_node.op, layer_node.target, layer_node.args, layer_node.kwargs = "call_function", fn, args, {}
+        bn_node.replace_all_uses_with(layer_node)
         graph.erase_node(bn_node)
-        graph.erase_node(layer_node)
-        fused._rename(layer_node.name)  # the folded layer keeps the conv's name in sums and dumps
     graph.lint()
 
 

@@ -16,11 +16,14 @@ from .trace import trace
 
 
 def compile(model: nn.Module, rules: Rules | str | None = "default", example_input: torch.Tensor | None = None,
-            *, leaf_modules: Iterable[type | str] = (), start: str | None = None) -> Explainer:
+            *, leaf_modules: Iterable[type | str] = (), start: str | None = None,
+            keep: Iterable[str] = ()) -> Explainer:
     """Compile ``model`` into one relevance module under ``rules`` (a preset name or a ``Rules`` object).
 
     ``example_input`` (e.g. ``torch.randn(1, 3, 224, 224)``) fixes the shapes the graph is checked against; its
     dtype sets the dtype of the readout. ``start`` overrides the rule set's start mode (one/logit/softmax).
+    ``keep`` names nodes whose relevance and activation every explanation also returns
+    (``exp.relevances[name]``, ``exp.activations[name]``); ``explainer.layer_names`` lists the valid names.
     The model is neither copied nor modified: the generated module calls its submodules and reads its
     parameters; rule constants (W⁺, folded BatchNorm, …) are new buffers computed here, once.
     """
@@ -38,5 +41,6 @@ def compile(model: nn.Module, rules: Rules | str | None = "default", example_inp
     gm.recompile()
     canonicalize.propagate_shapes(gm, example_input)
     plans, logits = annotate(gm, rules)
-    module, layer_names, pairings = RelevancePass(gm, plans, logits, rules.start, example_input.dtype).run()
+    module, layer_names, pairings = RelevancePass(gm, plans, logits, rules.start, example_input.dtype,
+                                                     keep).run()
     return Explainer(module, layer_names, rules, plans, pairings, example_input, shape(logits)[1])

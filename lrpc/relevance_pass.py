@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 import torch.fx as fx
 
 from . import kernels
 from .annotate import NodePlan
+from .errors import LrpcError
 from .splitting import split_add
 
 
@@ -33,15 +35,17 @@ class Pairing:
 
 class RelevancePass:
     def __init__(self, gm: fx.GraphModule, plans: dict[fx.Node, NodePlan], logits: fx.Node, start: str,
-                 dtype: torch.dtype):
+                 dtype: torch.dtype, keep: Iterable[str] = ()):
         self.gm, self.plans, self.logits, self.start, self.dtype = gm, plans, logits, start, dtype
+        self.keep = list(keep)
         self.graph = fx.Graph()
         self.env: dict[fx.Node, fx.Node] = {}
         self.inbox: dict[fx.Node, list[tuple[fx.Node, fx.Node]]] = {}   # producer -> [(message, its batch sum)]
         self.edges: list[tuple[fx.Node, fx.Node | None]] = []
         self.edge_sums: list[fx.Node] = []
         self.pairings: dict[str, Pairing] = {}
-        self._constants: dict[tuple, str] = {}
+        self._constants: dict[tuple, list[str | None]] = {}
+        self.relevance_of: dict[fx.Node, fx.Node] = {}
 
     # ------------------------------------------------------------------------------------------------ helpers
     def call(self, fn, args, kwargs=None, name=None) -> fx.Node:
@@ -95,6 +99,7 @@ class RelevancePass:
             if n not in self.inbox:
                 continue
             relevance, total = self.gather(n)
+            self.relevance_of[n] = relevance
             self.pairings[n.name].relevance = relevance.name
             if n is x_old:
                 input_relevance = relevance
@@ -110,9 +115,19 @@ class RelevancePass:
         sums = self.call(torch.stack, (self.edge_sums, 1), name="edge_sums")
         layer_sums = self.call(operator.matmul, (sums, self.graph.get_attr("lrpc_cut")), name="layer_sums")
         node_sums = self.call(operator.matmul, (sums, self.graph.get_attr("lrpc_into")), name="node_sums")
-        self.graph.output((logits, resolved, input_relevance, layer_sums, node_sums))
+        kept = self.kept_tensors(nodes)
+        self.graph.output((logits, resolved, input_relevance, layer_sums, node_sums, kept))
         module = fx.GraphModule(self.gm, self.graph, class_name="RelevanceModule")
         return module, [n.name for n in layers], self.pairings
+
+    def kept_tensors(self, nodes: list[fx.Node]) -> dict[str, tuple[fx.Node, fx.Node]]:
+        """(relevance, activation) of the nodes the user asked to keep; unknown names fail with the valid ones."""
+        by_name = {n.name: n for n in nodes if n in self.inbox}
+        unknown = [name for name in self.keep if name not in by_name]
+        if unknown:
+            raise LrpcError(f"keep= names {unknown} are not nodes that carry relevance; valid names: "
+                            f"{', '.join(by_name)}")
+        return {name: (self.relevance_of[by_name[name]], self.env[by_name[name]]) for name in self.keep}
 
     def gather(self, n: fx.Node) -> tuple[fx.Node, fx.Node]:
         messages = self.inbox[n]

@@ -24,6 +24,8 @@ class Explanation:
     node_sum_matrix: torch.Tensor           # [B, L]: relevance arriving at each node
     layer_names: list[str]
     explainer: "Explainer" = field(repr=False)
+    relevances: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)    # nodes named in keep=
+    activations: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)   # their forward outputs
 
     @property
     def start(self) -> torch.Tensor:
@@ -44,8 +46,8 @@ class Explanation:
 
     def conservation_error(self) -> torch.Tensor:
         """Per sample: the largest |layer sum − start| relative to |start|."""
-        start = self.start.unsqueeze(1)
-        return ((self.layer_sum_matrix - start).abs().amax(1) / start.abs().clamp_min(1e-30))
+        deviation = (self.layer_sum_matrix - self.start.unsqueeze(1)).abs().amax(1)
+        return deviation / self.start.abs().clamp_min(1e-30)
 
 
 class Explainer:
@@ -115,8 +117,11 @@ class Explainer:
         self._check_input(x)
         target = self._check_target(target, x.shape[0], self.num_classes, x.device)
         with torch.inference_mode():
-            logits, resolved, relevance, layer_sums, node_sums = self._run(x, target)
-        return Explanation(relevance, logits, resolved, layer_sums, node_sums, self.layer_names, self)
+            logits, resolved, relevance, layer_sums, node_sums, kept = self._run(x, target)
+        relevances = {name: kept[name][0] for name in kept}
+        activations = {name: kept[name][1] for name in kept}
+        return Explanation(relevance, logits, resolved, layer_sums, node_sums, self.layer_names, self,
+                           relevances, activations)
 
     def __repr__(self) -> str:
         return (f"Explainer(rules={self.rules.name!r}, layers={len(self.layer_names)}, "
