@@ -17,13 +17,15 @@ from .trace import trace
 
 def compile(model: nn.Module, rules: Rules | str | None = "default", example_input: torch.Tensor | None = None,
             *, leaf_modules: Iterable[type | str] = (), start: str | None = None,
-            keep: Iterable[str] = ()) -> Explainer:
+            keep: Iterable[str] = (), debug: bool = False) -> Explainer:
     """Compile ``model`` into one relevance module under ``rules`` (a preset name or a ``Rules`` object).
 
     ``example_input`` (e.g. ``torch.randn(1, 3, 224, 224)``) fixes the shapes the graph is checked against; its
     dtype sets the dtype of the readout. ``start`` overrides the rule set's start mode (one/logit/softmax).
     ``keep`` names nodes whose relevance and activation every explanation also returns
     (``exp.relevances[name]``, ``exp.activations[name]``); ``explainer.layer_names`` lists the valid names.
+    ``debug=True`` makes the generated module check every forward activation and relevance message for NaN/Inf
+    and raise an ``LrpcError`` naming the first node where one appears (slower; for finding bugs).
     The model is neither copied nor modified: the generated module calls its submodules and reads its
     parameters; rule constants (W⁺, folded BatchNorm, …) are new buffers computed here, once.
     """
@@ -42,5 +44,5 @@ def compile(model: nn.Module, rules: Rules | str | None = "default", example_inp
     canonicalize.propagate_shapes(gm, example_input)
     plans, logits = annotate(gm, rules)
     module, layer_names, pairings = RelevancePass(gm, plans, logits, rules.start, example_input.dtype,
-                                                     keep).run()
+                                                     keep, debug).run()
     return Explainer(module, layer_names, rules, plans, pairings, example_input, shape(logits)[1])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .errors import LrpcError
 from .stabilizers import divide
 
 aten = torch.ops.aten
@@ -48,6 +49,19 @@ def split_cat(r: torch.Tensor, *inputs: torch.Tensor, dim: int) -> tuple[torch.T
 
 def unpad(r: torch.Tensor, *, pad: tuple[int, ...]) -> torch.Tensor:
     return F.pad(r, [-p for p in pad])
+
+
+def check_finite(t: torch.Tensor, *, node: str, what: str) -> torch.Tensor:
+    """Debug mode (``lrpc.compile(..., debug=True)``): pass ``t`` through, or raise naming the node that made it
+    if it holds NaN or Inf. The generated code checks in execution order, so the first raise is the origin."""
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        nan = int(torch.isnan(t).sum())
+        inf = t.numel() - int(finite.sum()) - nan
+        raise LrpcError(f"debug: {what} at node {node!r} has {nan} NaN and {inf} Inf among {t.numel()} values; it "
+                        "is the first non-finite tensor (forward activations are checked in graph order, then "
+                        "relevance messages in relevance-pass order)")
+    return t
 
 
 def gate_relevance(r: torch.Tensor) -> torch.Tensor:

@@ -35,8 +35,9 @@ class Pairing:
 
 class RelevancePass:
     def __init__(self, gm: fx.GraphModule, plans: dict[fx.Node, NodePlan], logits: fx.Node, start: str,
-                 dtype: torch.dtype, keep: Iterable[str] = ()):
+                 dtype: torch.dtype, keep: Iterable[str] = (), debug: bool = False):
         self.gm, self.plans, self.logits, self.start, self.dtype = gm, plans, logits, start, dtype
+        self.debug = debug   # check every forward activation and relevance message for NaN/Inf
         self.keep = list(keep)
         self.graph = fx.Graph()
         self.env: dict[fx.Node, fx.Node] = {}
@@ -53,6 +54,11 @@ class RelevancePass:
 
     def send(self, producer: fx.Node, consumer: fx.Node | None, message: fx.Node, total: fx.Node | None = None):
         """Record a message; ``total`` reuses an already computed batch sum when the op preserves it."""
+        if self.debug and message.target is not kernels.check_finite:  # pass-through ops resend a checked tensor
+            where = consumer.name if consumer is not None else "start"
+            message = self.call(kernels.check_finite, (message,),
+                                {"node": where, "what": f"the relevance message to {producer.name!r}"},
+                                name=f"finite_{message.name}")
         if total is None:
             total = self.call(kernels.batch_sum, (message,), name=f"sum_{message.name}")
         self.inbox.setdefault(producer, []).append((message, total))
@@ -86,6 +92,9 @@ class RelevancePass:
         for n in nodes:
             if n.op not in ("placeholder", "output"):
                 self.env[n] = self.graph.node_copy(n, self.env.__getitem__)
+                if self.debug and n in self.plans:
+                    self.env[n] = self.call(kernels.check_finite, (self.env[n],),
+                                            {"node": n.name, "what": "the forward activation"}, name=f"finite_{n.name}")
         logits = self.env[self.logits]
         resolved = self.call(kernels.resolve_target, (logits, target), name="explained_target")
         start = self.call(kernels.start_relevance, (logits, resolved), {"mode": self.start}, name="start")

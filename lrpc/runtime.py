@@ -49,6 +49,16 @@ class Explanation:
         deviation = (self.layer_sum_matrix - self.start.unsqueeze(1)).abs().amax(1)
         return deviation / self.start.abs().clamp_min(1e-30)
 
+    def leaks(self, tol: float = 1e-6, relative: bool = True) -> list:
+        """Nodes whose relevance op creates or loses more than ``tol`` (of |start| when ``relative``), largest
+        first, as ``lrpc.debug.Leak(node, kind, delta [B], size)``. The first thing to run when a map looks wrong."""
+        from .debug import leaks
+        return leaks(self, tol, relative)
+
+    def dump(self, path, *, sample: int | None = None):
+        """``explainer.dump(path, explanation=self)``: the graph with this explanation's relevance per node."""
+        return self.explainer.dump(path, self, sample=sample)
+
 
 class Explainer:
     """A compiled relevance module. Call it on batches: ``exp = explainer(x, target)``."""
@@ -68,6 +78,19 @@ class Explainer:
     @property
     def code(self) -> str:
         return self.module.code
+
+    @property
+    def graph(self):
+        """The paired graph as a fresh ``networkx.DiGraph``: one node per forward node with its op kind, target,
+        module, shape, rule / splitting policy / skip kind and paired relevance nodes (see ``lrpc.debug.graph``)."""
+        from .debug import build_graph
+        return build_graph(self)
+
+    def dump(self, path, explanation: Explanation | None = None, *, sample: int | None = None):
+        """Write the paired graph to ``path``; the suffix picks the format: .dot .svg .png .json .graphml .txt.
+        With an ``explanation``, nodes carry its relevance sums (batch mean, or one ``sample``) and deltas."""
+        from .debug import build_graph, write
+        return write(build_graph(self, explanation, sample), path)
 
     def to(self, *args, **kwargs) -> "Explainer":
         """Move the generated module's constants (not the user's model) — move the model yourself."""

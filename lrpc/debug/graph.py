@@ -1,0 +1,168 @@
+"""The paired graph as a ``networkx.DiGraph``: one node per forward node, edges along the data flow.
+
+Node attributes (only those that apply are set, and every value is JSON-safe, so the graph round-trips through
+``node_link_data`` / ``node_link_graph`` unchanged):
+
+- always: ``order`` (graph position), ``op`` (fx op), ``kind`` (relevance op kind, ``off-path`` where no
+  relevance arrives), ``target``, ``on_path``;
+- where known: ``module`` / ``module_type`` (qualified name and type), ``block`` (the residual block holding it),
+  ``shape`` (output shape as a list);
+- on the relevance path: ``relevance_node`` (the generated node holding its relevance), ``message_nodes`` (the
+  messages its op sends to its inputs), ``absorbs`` ("bias" / "stabiliser" where the op may absorb relevance);
+  linear maps: ``map``, ``rule`` (``rule.describe()``); max-pools: ``maxpool``; adds: ``splitting``,
+  ``skip_kind`` (identity / projection / generic), ``skip_operand``, ``skip_input``, ``main_input``;
+- with an explanation: ``relevance`` (received), ``relevance_out`` (emitted), ``delta`` (emitted − received:
+  created > 0, lost < 0), ``absorbed`` (−delta where the op has a bias or stabiliser), as the batch mean or
+  one sample's value.
+
+Edge attributes: ``message`` (the generated message node, where relevance flows back along the edge), ``role``
+for add operands (``skip`` / ``main``, or ``operand`` for a generic add, with ``operand`` = index) and gates
+(``gate``: the gate factor receives no relevance).
+
+Residual blocks are derived from the graph, not from class names: a block is the module an add lives in
+(``layer1.0`` for a torchvision ResNet), and a node belongs to the innermost block whose path prefixes its module.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import networkx as nx
+import torch
+import torch.fx as fx
+
+from ..canonicalize import module_of
+from ..ops import shape
+from .accounting import absorber, node_flows
+
+if TYPE_CHECKING:
+    from ..runtime import Explainer, Explanation
+
+DRAWN_OPS = ("placeholder", "call_module", "call_function", "call_method")
+
+
+def forward_graph(explainer: "Explainer") -> fx.Graph:
+    """The canonical forward graph the explainer was compiled from (its plans point into it)."""
+    return next(iter(explainer.plans.values())).node.graph
+
+
+def residual_blocks(explainer: "Explainer") -> list[str]:
+    return sorted({p.module for p in explainer.plans.values() if p.info.kind == "add" and p.module})
+
+
+def block_of(module: str | None, blocks: list[str]) -> str | None:
+    if not module:
+        return None
+    inside = [b for b in blocks if module == b or module.startswith(b + ".")]
+    return max(inside, key=len) if inside else None
+
+
+def build_graph(explainer: "Explainer", explanation: "Explanation | None" = None,
+                sample: int | None = None) -> nx.DiGraph:
+    fx_graph = forward_graph(explainer)
+    gm = fx_graph.owning_module
+    blocks = residual_blocks(explainer)
+    g = nx.DiGraph(rules=explainer.rules.name, rules_description=explainer.rules.description,
+                   start=explainer.rules.start, input_shape=list(explainer.input_shape),
+                   num_classes=explainer.num_classes, blocks=blocks)
+    nodes = [n for n in fx_graph.nodes if n.op in DRAWN_OPS]
+    for order, n in enumerate(nodes):
+        g.add_node(n.name, **_node_attributes(n, order, gm, explainer, blocks))
+    drawn = {n.name for n in nodes}
+    for n in nodes:
+        for source in n.all_input_nodes:
+            if source.name in drawn:
+                g.add_edge(source.name, n.name, **_edge_attributes(source, n, explainer))
+    if explanation is not None:
+        add_relevance(g, explanation, sample)
+    return g
+
+
+def _node_attributes(n: fx.Node, order: int, gm: fx.GraphModule, explainer: "Explainer",
+                     blocks: list[str]) -> dict:
+    plan = explainer.plans.get(n.name)
+    pairing = explainer.pairings.get(n.name)
+    module, module_type = (plan.module, plan.module_type) if plan else module_of(n, gm)
+    on_path = pairing is not None and pairing.relevance is not None
+    attrs = {"order": order, "op": n.op, "kind": plan.info.kind if on_path else "off-path",
+             "target": _target_text(n, gm), "on_path": on_path}
+    optional = {"module": module, "module_type": module_type, "block": block_of(module, blocks),
+                "shape": None if shape(n) is None else list(shape(n))}
+    if on_path:
+        optional.update(relevance_node=pairing.relevance,
+                        message_nodes=[message for _, message in pairing.messages], absorbs=absorber(plan))
+        optional.update(_op_choice(plan))
+    attrs.update({k: v for k, v in optional.items() if v is not None})
+    return attrs
+
+
+SHORT_PREFIXES = {"_operator.": "operator.", "torch.nn.functional.": "F."}
+
+
+def _target_text(n: fx.Node, gm: fx.GraphModule) -> str:
+    """What the node calls, short: the module's type, ``F.relu`` / ``torch.flatten`` / ``operator.add``, ``.view()``."""
+    if n.op == "placeholder":
+        return "input"
+    if n.op == "call_module":
+        return type(gm.get_submodule(n.target)).__name__
+    if n.op == "call_method":
+        return f".{n.target}()"
+    name = f"{getattr(n.target, '__module__', None) or ''}.{getattr(n.target, '__name__', n.target)}".lstrip(".")
+    for long, short in SHORT_PREFIXES.items():
+        if name.startswith(long):
+            return short + name[len(long):]
+    return name
+
+
+def _op_choice(plan) -> dict:
+    """The choice the rule set made for this node: its rule, max-pool mode or splitting policy."""
+    kind = plan.info.kind
+    if kind == "linear":
+        return {"map": plan.info.map, "rule": plan.rule.describe()}
+    if kind == "maxpool":
+        return {"maxpool": plan.maxpool}
+    if kind == "add":
+        a, b = (i.name for i in plan.info.inputs)
+        skip = plan.add_kind.skip
+        choice = {"splitting": plan.splitting.describe(), "skip_kind": plan.add_kind.kind}
+        if skip is not None:
+            choice.update(skip_operand=skip, skip_input=(a, b)[skip], main_input=(a, b)[1 - skip])
+        return choice
+    return {}
+
+
+def _edge_attributes(source: fx.Node, consumer: fx.Node, explainer: "Explainer") -> dict:
+    attrs = {}
+    pairing = explainer.pairings.get(consumer.name)
+    if pairing is not None:
+        messages = [message for producer, message in pairing.messages if producer == source.name]
+        if messages:
+            attrs["message"] = messages[0]
+    plan = explainer.plans.get(consumer.name)
+    if plan is None:
+        return attrs
+    if plan.info.kind == "add" and source in plan.info.inputs:
+        index = plan.info.inputs.index(source)
+        skip = plan.add_kind.skip
+        attrs["operand"] = index
+        attrs["role"] = "operand" if skip is None else ("skip" if index == skip else "main")
+    elif plan.info.kind == "gate" and source is plan.info.extra.get("gate"):
+        attrs["role"] = "gate"
+    return attrs
+
+
+def add_relevance(g: nx.DiGraph, explanation: "Explanation", sample: int | None = None) -> None:
+    """Annotate nodes with relevance received / emitted / created, as batch means or for one ``sample``."""
+    batch = explanation.layer_sum_matrix.shape[0]
+    if sample is not None and not -batch <= sample < batch:
+        raise IndexError(f"sample {sample} out of range for a batch of {batch}")
+
+    def value(t: torch.Tensor) -> float:
+        return float(t.mean() if sample is None else t[sample])
+
+    g.graph.update(relevance_of="batch mean" if sample is None else f"sample {sample}",
+                   start_relevance=value(explanation.start))
+    for name, flow in node_flows(explanation).items():
+        attrs = g.nodes[name]
+        attrs.update(relevance=value(flow.received), relevance_out=value(flow.emitted), delta=value(flow.delta))
+        if "absorbs" in attrs:
+            attrs["absorbed"] = -attrs["delta"]
