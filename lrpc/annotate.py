@@ -66,8 +66,12 @@ def annotate(gm: fx.GraphModule, rules: Rules) -> tuple[dict[fx.Node, NodePlan],
 
     live: set[fx.Node] = {logits}
     for n in reversed(nodes):
-        if n in live and isinstance(infos[n], OpInfo):
+        if n not in live:
+            continue
+        if isinstance(infos[n], OpInfo):
             live.update(infos[n].inputs)
+        else:  # keep walking past an unsupported node so the audit lists every one of them at once
+            live.update(i for i in n.all_input_nodes if shape(i) is not None)
     unsupported = [n for n in nodes if n in live and isinstance(infos[n], Unsupported)]
     if unsupported:
         lines = "\n".join(_audit_line(n, gm, str(infos[n])) for n in unsupported)

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
+from torch.fx.node import _get_qualified_name
 from torch import nn
 
 
@@ -324,7 +325,10 @@ def describe_target(node: fx.Node, gm: fx.GraphModule) -> str:
         return f"{type(gm.get_submodule(node.target)).__name__} ({node.target})"
     if node.op == "call_method":
         return f".{node.target}()"
-    return getattr(node.target, "__qualname__", None) or str(node.target)
+    try:
+        return _get_qualified_name(node.target)
+    except Exception:  # fx cannot name some builtins; their repr is the best we have
+        return str(node.target)
 
 
 def op_info(node: fx.Node, ctx: Context) -> OpInfo:
