@@ -1,0 +1,6 @@
+"""``python -m lrpc ...`` runs the ``lrpc`` command line."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
