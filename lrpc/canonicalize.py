@@ -17,6 +17,8 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from .errors import LrpcError
+from .ops import (FUNCTION_TABLE, MODULE_TABLE, Context, OpInfo, Unsupported, conv_function, conv_module,
+                  linear_function, linear_module)
 
 # out-of-place equivalents of activation modules that may run in place
 OUT_OF_PLACE: dict[type, callable] = {
@@ -85,39 +87,58 @@ def drop_identities(gm: fx.GraphModule) -> None:
     gm.graph.lint()
 
 
+def _foldable_layer(node: fx.Node, gm: fx.GraphModule) -> OpInfo | None:
+    """The conv/linear (module or functional with parameter weights) a BatchNorm could fold into."""
+    if not isinstance(node, fx.Node) or len(node.users) != 1:
+        return None
+    if node.op == "call_module":
+        module = gm.get_submodule(node.target)
+        handler = MODULE_TABLE.get(type(module))
+        if getattr(module, "padding_mode", "zeros") != "zeros":
+            return None
+    elif node.op == "call_function":
+        handler = FUNCTION_TABLE.get(node.target)
+    else:
+        return None
+    if handler not in (conv_module, conv_function, linear_module, linear_function):
+        return None
+    try:
+        return handler(node, Context(gm))
+    except Unsupported:
+        return None
+
+
 def fold_batchnorm(gm: fx.GraphModule) -> None:
-    """Merge eval-mode BatchNorm into the conv/linear module that feeds only it (zennit's canonizer, as a pass)."""
+    """Merge eval-mode BatchNorm into the conv/linear that feeds only it (zennit's canonizer, as a graph pass)."""
     graph = gm.graph
     for bn_node in list(graph.nodes):
-        if bn_node.op != "call_module" or not isinstance(gm.get_submodule(bn_node.target), nn.modules.batchnorm._BatchNorm):
+        if bn_node.op != "call_module" or not isinstance(gm.get_submodule(bn_node.target),
+                                                         nn.modules.batchnorm._BatchNorm):
             continue
         layer_node = bn_node.args[0]
-        if (not isinstance(layer_node, fx.Node) or layer_node.op != "call_module" or len(layer_node.users) != 1):
-            continue
-        layer = gm.get_submodule(layer_node.target)
-        if not isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+        info = _foldable_layer(layer_node, gm)
+        if info is None:
             continue
         bn = gm.get_submodule(bn_node.target)
         with torch.no_grad():
             scale = bn.weight / (bn.running_var + bn.eps).sqrt()
-            weight = layer.weight * scale.view(-1, *([1] * (layer.weight.dim() - 1)))
-            bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+            weight = info.weight * scale.view(-1, *([1] * (info.weight.dim() - 1)))
+            bias = info.bias if info.bias is not None else torch.zeros_like(bn.running_mean)
             bias = (bias - bn.running_mean) * scale + bn.bias
-        prefix = layer_node.target.replace(".", "_")
+        path, type_name = module_of(layer_node, gm)
+        prefix = layer_node.name
         gm.register_buffer(f"lrpc_folded_{prefix}_weight", weight.detach().clone())
         gm.register_buffer(f"lrpc_folded_{prefix}_bias", bias.detach().clone())
         with graph.inserting_before(layer_node):
             w = graph.get_attr(f"lrpc_folded_{prefix}_weight")
             b = graph.get_attr(f"lrpc_folded_{prefix}_bias")
-        if isinstance(layer, nn.Linear):
-            fn, args = F.linear, (layer_node.args[0], w, b)
+        if info.map == "linear":
+            fn, args = F.linear, (info.inputs[0], w, b)
         else:
-            if layer.padding_mode != "zeros":
-                continue
-            fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[layer.weight.dim() - 2]
-            args = (layer_node.args[0], w, b, layer.stride, layer.padding, layer.dilation, layer.groups)
+            fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[weight.dim() - 2]
+            args = (info.inputs[0], w, b, *info.args)
         # the layer node itself becomes the folded op, so it keeps its name in sums and dumps
-        layer_node.meta["lrpc_module"] = (layer_node.target, f"{type(layer).__name__}+{type(bn).__name__}")
+        layer_node.meta["lrpc_module"] = (path, f"{type_name or fn.__name__}+{type(bn).__name__}")
         layer_node.meta["lrpc_folded"] = bn_node.target
         layer_node.op, layer_node.target, layer_node.args, layer_node.kwargs = "call_function", fn, args, {}
         bn_node.replace_all_uses_with(layer_node)
