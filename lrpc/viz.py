@@ -5,9 +5,12 @@ Colour mapping and blending are plain numpy; writing PNGs needs Pillow and :func
 
 Maps are [H, W] arrays or tensors (``exp.heatmap()[k]``); images are [H, W, 3] uint8 or floats in [0, 1].
 
-- ``"signed"``: blue – white – red, centred at zero after *symmetric* normalisation (divide by max |R|), so
-  equal colours mean equal |relevance| on both sides and zero is white;
-- ``"positive"``: black – red – yellow – white ("hot") over the positive part divided by its maximum.
+- ``"signed"``: blue – white – red, centred at zero after *symmetric* normalisation (divide by the largest
+  |R|), so equal colours mean equal |relevance| on both sides and zero is white;
+- ``"positive"``: black – red – yellow – white ("hot") over the positive part divided by its largest value.
+
+"Largest" is the ``percentile`` (default 99.5) of the values: the brightest half percent saturate, so a few
+extreme pixels cannot wash out the rest of the map. ``percentile=100`` divides by the true maximum.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import torch
 
 from .quantize import heat_quantize
 
-__all__ = ["COLORMAPS", "normalize", "colorize", "overlay", "save_png", "save_heatmap", "save_overlay",
+__all__ = ["COLORMAPS", "DEFAULT_PERCENTILE", "normalize", "colorize", "overlay", "save_png", "save_heatmap", "save_overlay",
            "panels", "PANEL_PX", "TITLE_PX"]
 
 # (position in [0, 1], RGB) anchors, linearly interpolated
@@ -28,6 +31,7 @@ COLORMAPS: dict[str, tuple[tuple[float, tuple[float, float, float]], ...]] = {
     "signed": ((0.0, (0.0, 0.0, 1.0)), (0.5, (1.0, 1.0, 1.0)), (1.0, (1.0, 0.0, 0.0))),
     "positive": ((0.0, (0.0, 0.0, 0.0)), (0.4, (0.9, 0.0, 0.0)), (0.75, (1.0, 0.85, 0.0)), (1.0, (1.0, 1.0, 1.0))),
 }
+DEFAULT_PERCENTILE = 99.5
 PANEL_PX = 224   # side of one panel in pixels
 TITLE_PX = 36    # height of the title strip above each panel
 
@@ -66,28 +70,37 @@ def _check_cmap(cmap: str) -> None:
         raise ValueError(f"unknown colormap {cmap!r}; choose one of {tuple(COLORMAPS)}")
 
 
-def normalize(heat, cmap: str = "signed") -> np.ndarray:
-    """Symmetric normalisation to [-1, 1] (``"signed"``) or the positive part to [0, 1] (``"positive"``);
-    an all-zero map stays zero."""
+def normalize(heat, cmap: str = "signed", percentile: float = DEFAULT_PERCENTILE) -> np.ndarray:
+    """Symmetric normalisation to [-1, 1] (``"signed"``: divided by the ``percentile`` of |R|, then clipped) or
+    the positive part to [0, 1] (``"positive"``); an all-zero map stays zero."""
     _check_cmap(cmap)
+    if not 0.0 < percentile <= 100.0:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
     array = _as_map(heat)
     if cmap == "positive":
         array = np.clip(array, 0.0, None)
-    scale = np.abs(array).max()
-    return array / scale if scale > 0 else np.zeros_like(array)
+    magnitude = np.abs(array)
+    scale = np.percentile(magnitude, percentile) if percentile < 100.0 else magnitude.max()
+    if scale <= 0:  # fewer nonzero values than the percentile skips: fall back to the maximum
+        scale = magnitude.max()
+    return np.clip(array / scale, -1.0, 1.0) if scale > 0 else np.zeros_like(array)
 
 
-def colorize(heat, cmap: str = "signed", quantize: int | None = None) -> np.ndarray:
+def colorize(heat, cmap: str = "signed", quantize: int | None = None,
+             percentile: float = DEFAULT_PERCENTILE) -> np.ndarray:
     """[H, W] map -> [H, W, 3] uint8. ``quantize=Q`` shows the Heat-Quantized map (Q levels) instead."""
     _check_cmap(cmap)
     if quantize is not None:
         heat = heat_quantize(torch.as_tensor(_as_map(heat)), quantize)
-    values = normalize(heat, cmap)
+    return np.round(_colours(normalize(heat, cmap, percentile), cmap) * 255.0).astype(np.uint8)
+
+
+def _colours(values: np.ndarray, cmap: str) -> np.ndarray:
+    """Normalised values ([-1, 1] signed, [0, 1] positive) -> [H, W, 3] RGB floats in [0, 1]."""
     position = (values + 1.0) / 2.0 if cmap == "signed" else values
     anchors = COLORMAPS[cmap]
     xs = [x for x, _ in anchors]
-    rgb = np.stack([np.interp(position, xs, [c[i] for _, c in anchors]) for i in range(3)], axis=-1)
-    return np.round(rgb * 255.0).astype(np.uint8)
+    return np.stack([np.interp(position, xs, [c[i] for _, c in anchors]) for i in range(3)], axis=-1)
 
 
 def _resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -98,7 +111,7 @@ def _resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def overlay(image, heat, alpha: float = 0.7, cmap: str = "signed", quantize: int | None = None,
-            grey: bool = True) -> np.ndarray:
+            percentile: float = DEFAULT_PERCENTILE, grey: bool = True) -> np.ndarray:
     """The colorized map blended over ``image`` (greyed, so the colours read clearly). Each pixel's opacity is
     ``alpha`` times its normalised |relevance|: where relevance is zero the photo shows through. A map of another
     size is resized (bilinear) to the image."""
@@ -110,8 +123,8 @@ def overlay(image, heat, alpha: float = 0.7, cmap: str = "signed", quantize: int
     size = base.shape[:2]
     if quantize is not None:
         heat = heat_quantize(torch.as_tensor(_as_map(heat)), quantize)
-    values = _resize_map(normalize(heat, cmap), size)
-    colours = colorize(values, cmap).astype(np.float64) / 255.0
+    values = _resize_map(normalize(heat, cmap, percentile), size)
+    colours = _colours(values, cmap)
     opacity = alpha * np.abs(values)[..., None]
     return np.round((base * (1.0 - opacity) + colours * opacity) * 255.0).astype(np.uint8)
 
@@ -126,20 +139,21 @@ def save_png(rgb: np.ndarray, path: str | os.PathLike) -> Path:
     return path
 
 
-def save_heatmap(heat, path: str | os.PathLike, cmap: str = "signed", quantize: int | None = None) -> Path:
+def save_heatmap(heat, path: str | os.PathLike, cmap: str = "signed", quantize: int | None = None,
+                 percentile: float = DEFAULT_PERCENTILE) -> Path:
     """The bare colorized map as a PNG of the map's own size."""
-    return save_png(colorize(heat, cmap, quantize), path)
+    return save_png(colorize(heat, cmap, quantize, percentile), path)
 
 
 def save_overlay(image, heat, path: str | os.PathLike, alpha: float = 0.7, cmap: str = "signed",
-                 quantize: int | None = None) -> Path:
+                 quantize: int | None = None, percentile: float = DEFAULT_PERCENTILE) -> Path:
     """The overlay as a PNG of the image's size."""
-    return save_png(overlay(image, heat, alpha, cmap, quantize), path)
+    return save_png(overlay(image, heat, alpha, cmap, quantize, percentile), path)
 
 
 def panels(images, maps: Mapping[str, Sequence], path: str | os.PathLike, *, row_labels: Sequence[str] = (),
-           cmap: str = "signed", quantize: int | None = None, show_overlay: bool = False,
-           panel_px: int = PANEL_PX) -> Path:
+           cmap: str = "signed", quantize: int | None = None, percentile: float = DEFAULT_PERCENTILE,
+           show_overlay: bool = False, panel_px: int = PANEL_PX) -> Path:
     """Side-by-side panels: one row per image, its photo first, then one column per method.
 
     ``images`` is one [H, W, 3] image or a sequence of them; ``maps[method]`` the matching [H, W] map or
@@ -169,8 +183,8 @@ def panels(images, maps: Mapping[str, Sequence], path: str | os.PathLike, *, row
     for r, image in enumerate(rows):
         cells = [("image" if not row_labels else row_labels[r], _as_image(image))]
         for name, column in columns.items():
-            shown = (overlay(image, column[r], cmap=cmap, quantize=quantize) if show_overlay
-                     else colorize(column[r], cmap, quantize))
+            shown = (overlay(image, column[r], cmap=cmap, quantize=quantize, percentile=percentile)
+                     if show_overlay else colorize(column[r], cmap, quantize, percentile))
             cells.append((name if quantize is None else f"{name} (HQ{quantize})", shown))
         for c, (title, picture) in enumerate(cells):
             # axes placed in figure fractions: each panel exactly panel_px square under a title strip
