@@ -16,7 +16,8 @@ KIND_COLOURS = {"linear": "#cfe2f3", "add": "#fce5cd", "maxpool": "#f4cccc", "am
                 "input": "#d9d2e9", "off-path": "#ffffff"}
 SKIP_STYLE = 'color="#1f5fbf", fontcolor="#1f5fbf", style=dashed, penwidth=2'
 MAIN_STYLE = 'color="#2b8a3e", fontcolor="#2b8a3e", penwidth=2'
-LEAK_TOLERANCE = 1e-6     # relative to the start relevance: nodes beyond it are outlined in red
+# outlines for nodes whose op creates or loses relevance, by |delta| / |start|: the worst level that applies wins
+LEAK_LEVELS = ((1e-3, "#cc0000", "red"), (1e-6, "#e69138", "orange"))
 
 
 # ------------------------------------------------------------------------------------------------------ DOT
@@ -51,11 +52,14 @@ def _label(name: str, a: dict) -> str:
     return "\n".join(lines)
 
 
-def _leaking(a: dict, start: float | None) -> bool:
+def _leak_colour(a: dict, start: float | None) -> str | None:
     if start is None or "delta" not in a:
-        return False
+        return None
     size = abs(a["delta"]) / max(abs(start), 1e-30)
-    return not size <= LEAK_TOLERANCE   # NaN counts as a leak
+    for tol, colour, _ in LEAK_LEVELS:
+        if not size <= tol:   # NaN counts as the worst leak
+            return colour
+    return None
 
 
 def _node_line(name: str, a: dict, start: float | None) -> str:
@@ -64,8 +68,9 @@ def _node_line(name: str, a: dict, start: float | None) -> str:
              f'fillcolor="{KIND_COLOURS.get(a["kind"], "#f3f3f3")}"']
     if not a["on_path"]:
         attrs.append('color="#999999", fontcolor="#777777"')
-    if _leaking(a, start):
-        attrs.append('color="#cc0000", penwidth=3')
+    leak = _leak_colour(a, start)
+    if leak:
+        attrs.append(f'color="{leak}", penwidth=3')
     return f"{_quote(name)} [{', '.join(attrs)}];"
 
 
@@ -99,7 +104,9 @@ def to_dot(g: nx.DiGraph) -> str:
     start = g.graph.get("start_relevance")
     title = f"lrpc · rules={g.graph['rules']} · input {'×'.join(map(str, g.graph['input_shape']))}"
     if start is not None:
-        title += f" · relevance: {g.graph['relevance_of']}, start {_number(start)}, red = leak > {LEAK_TOLERANCE:g}"
+        levels = ", ".join(f"{name} > {tol:g}" for tol, _, name in LEAK_LEVELS)
+        title += (f" · relevance R: {g.graph['relevance_of']}, start {_number(start)}"
+                  f"\noutline where Δ (relevance the op creates or loses) / start: {levels}")
     title += "\nedges into adds: blue dashed = skip branch, green = main branch"
     lines = ["digraph lrpc {", f"  label={_quote(title)}; labelloc=t; fontname=Helvetica; rankdir=TB;",
              '  node [shape=box, fontname=Helvetica, fontsize=10];', '  edge [fontname=Helvetica, fontsize=9];']
