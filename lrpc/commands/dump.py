@@ -34,7 +34,7 @@ def register(subparsers) -> None:
                     "relevance op, rule, splitting policy and skip kind, shape and paired relevance nodes.")
     parser.add_argument("model", metavar="MODEL",
                         help="an architecture of lrpc.models (resnet50, vgg16, ...), a named model, or "
-                             "module.path:factory for your own (random weights unless --weights)")
+                             "module.path:factory for your own (built-ins have random weights unless --weights)")
     parser.add_argument("--format", choices=FORMATS,
                         help="output format (default: the suffix of -o, else txt); svg/png need graphviz")
     parser.add_argument("--rules", default="default", metavar="NAME",
