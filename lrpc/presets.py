@@ -124,11 +124,12 @@ def otsuki2024_mixture(epsilon: float = 1e-6, after_block: int = 8) -> Rules:
 
 
 def default(epsilon: float = 1e-9) -> Rules:
-    zplus = ZPlus(epsilon=epsilon, bias=False)
+    zplus = ZPlus(epsilon=epsilon, bias=False, fallback=True)
     return Rules(conv=zplus, linear=zplus, pool=zplus, maxpool="winner", splitting=Splitting("ratio", True),
                  start="softmax", conserving=True,
                  description="the paper's method without the legacy quirks: z+ (α1β0 on signed inputs, biases "
-                             "out, tiny stabiliser), true max-pool windows (winner-take-all), ratio splitting "
+                             "out, tiny stabiliser, outputs without positive evidence routed through their negative "
+                             "contributions instead of dropped), true max-pool windows (winner-take-all), ratio splitting "
                              "with identity skips and a 0/0 guard; conserves exactly")
 
 

@@ -85,7 +85,8 @@ class Zero(Epsilon):
 
 # -------------------------------------------------------------------------------------------- alpha-beta / z-plus
 def _contribution_part(m, args, r, terms, bias, eps, stab):
-    """Relevance through one sign part: terms are (input part, weight part) pairs whose products share a sign."""
+    """Relevance through one sign part: terms are (input part, weight part) pairs whose products share a sign.
+    Returns the relevance and the part's unstabilised denominator z."""
     z = None
     for x, w in terms:
         zx = m.forward(x, w, bias, args)
@@ -95,11 +96,16 @@ def _contribution_part(m, args, r, terms, bias, eps, stab):
     for x, w in terms:
         rx = x * m.transpose(s, x, w, args)
         out = rx if out is None else out + rx
-    return out
+    return out, z
+
+
+def _needed(mask: Tensor) -> bool:
+    """Whether a rarely needed extra pass must run. Compiled graphs always run it (no data-dependent branch)."""
+    return torch.compiler.is_compiling() or bool(mask.any())
 
 
 def alpha_beta_kernel(a, out, r, w_pos, w_neg, b_pos, b_neg, *, map, args, nonneg, alpha, beta, eps, stab,
-                      ones_input):
+                      ones_input, fallback):
     m = LINEAR_MAPS[map]
     if ones_input:
         a, nonneg = torch.ones_like(a[:1]).expand_as(a), True
@@ -110,11 +116,23 @@ def alpha_beta_kernel(a, out, r, w_pos, w_neg, b_pos, b_neg, *, map, args, nonne
         negative = [(a_pos, w_neg)] + ([] if nonneg else [(a_neg, w_pos)])
     else:  # the implicit weights of a pool are all >= 0
         positive, negative = [(a_pos, None)], ([] if nonneg else [(a_neg, None)])
-    relevance = _contribution_part(m, args, r, positive, b_pos, eps, stab)
+    relevance, z_pos = _contribution_part(m, args, r, positive, b_pos, eps, stab)
+    if fallback:
+        # an output with relevance but no positive contribution would lose it under z⁺: route it through its
+        # negative contributions, and where the input window is all zero, evenly over the window
+        empty = r * (z_pos == 0)
+        if _needed(empty != 0) and negative:
+            through_negative, z_neg = _contribution_part(m, args, empty, negative, None, eps, stab)
+            relevance = relevance + through_negative
+            empty = empty * (z_neg == 0)
+        if _needed(empty != 0):
+            ones = torch.ones_like(w_pos) if m.weighted else None
+            count = m.forward(torch.ones_like(a[:1]), ones, None, args)
+            relevance = relevance + m.transpose(empty / count, a, ones, args)
     if alpha != 1.0:
         relevance = alpha * relevance
     if beta != 0.0 and negative:
-        relevance = relevance - beta * _contribution_part(m, args, r, negative, b_neg, eps, stab)
+        relevance = relevance - beta * _contribution_part(m, args, r, negative, b_neg, eps, stab)[0]
     return relevance
 
 
@@ -129,6 +147,7 @@ class AlphaBeta(Rule):
     stabilizer: str = "sign"
     bias: bool = True
     ones_input: bool = False
+    fallback: bool = False
     name: ClassVar[str] = "alpha_beta"
     kernel: ClassVar = staticmethod(alpha_beta_kernel)
 
@@ -138,6 +157,8 @@ class AlphaBeta(Rule):
                             f"alpha={self.alpha}, beta={self.beta}")
         if self.stabilizer not in MODES:
             raise LrpcError(f"{self.name}: unknown stabilizer {self.stabilizer!r}; choose one of {MODES}")
+        if self.fallback and self.beta != 0.0:
+            raise LrpcError(f"{self.name}: fallback=True is for z+ (beta=0) only")
 
     def constants(self, weight, bias):
         bias = bias if self.bias else None
@@ -146,12 +167,15 @@ class AlphaBeta(Rule):
 
     def kernel_kwargs(self):
         return {"alpha": float(self.alpha), "beta": float(self.beta), "eps": float(self.epsilon),
-                "stab": self.stabilizer, "ones_input": self.ones_input}
+                "stab": self.stabilizer, "ones_input": self.ones_input, "fallback": self.fallback}
 
 
 @dataclass(frozen=True)
 class ZPlus(AlphaBeta):
-    """LRP-z⁺ (= α1β0). ``ones_input=True`` replaces the layer input by ones (the Otsuki et al. first layer)."""
+    """LRP-z⁺ (= α1β0). ``ones_input=True`` replaces the layer input by ones (the Otsuki et al. first layer);
+    ``fallback=True`` sends the relevance of an output with no positive contribution through its negative ones
+    (plain z⁺ loses it) and that of an output whose input window is all zero evenly over the window, which makes
+    the rule conserve exactly."""
 
     alpha: float = 1.0
     beta: float = 0.0
@@ -162,7 +186,7 @@ class ZPlus(AlphaBeta):
 def gamma_kernel(a, out, r, weight, w_up, w_down, b_up, b_down, *, map, args, nonneg, eps, stab, generalized):
     m = LINEAR_MAPS[map]
     if not generalized:  # Montavon et al.: rho(w) = w + γw⁺ for inputs >= 0
-        return _contribution_part(m, args, r, [(a, w_up)], b_up, eps, stab)
+        return _contribution_part(m, args, r, [(a, w_up)], b_up, eps, stab)[0]
     # zennit's generalisation: outputs with z > 0 use (w + γw⁺) on a⁺ and (w + γw⁻) on a⁻, outputs with z < 0
     # the other way round; an output with z == 0 passes nothing.
     a_pos = a if nonneg else a.clamp(min=0)
@@ -171,8 +195,8 @@ def gamma_kernel(a, out, r, weight, w_up, w_down, b_up, b_down, *, map, args, no
     r_down = r * (out < 0)
     up = [(a_pos, w_up)] + ([] if nonneg else [(a_neg, w_down)])
     down = [(a_pos, w_down)] + ([] if nonneg else [(a_neg, w_up)])
-    return (_contribution_part(m, args, r_up, up, b_up, eps, stab)
-            + _contribution_part(m, args, r_down, down, b_down, eps, stab))
+    return (_contribution_part(m, args, r_up, up, b_up, eps, stab)[0]
+            + _contribution_part(m, args, r_down, down, b_down, eps, stab)[0])
 
 
 @dataclass(frozen=True)

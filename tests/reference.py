@@ -43,6 +43,12 @@ def lrp_dense(rule: str, W, b, a, r, **p):
         bp, bn = (b.clamp(min=0), b.clamp(max=0)) if p.get("bias", True) else (0 * b, 0 * b)
         cp, cn = c.clamp(min=0), c.clamp(max=0)
         out = alpha * _share(cp, _sign_stab(cp.sum(1) + bp, eps), r)
+        if p.get("fallback"):  # outputs without positive contributions pass through their negative ones
+            orphan = r * ((cp.sum(1) + bp) == 0)
+            out = out + _share(cn, _sign_stab(cn.sum(1), eps), orphan)
+            empty = orphan * (cn.sum(1) == 0)
+            structure = p.get("structure", (W != 0).to(W))
+            out = out + _share(structure, structure.sum(1), empty)
         if beta:
             out = out - beta * _share(cn, _sign_stab(cn.sum(1) + bn, eps), r)
         return out

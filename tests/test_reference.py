@@ -81,7 +81,7 @@ def reference_resnet(model: TinyResNet, x, target, spec):
         W = conv_dense(conv, tuple(a.shape))
         b = conv_bias(conv, tuple(r_out.shape))
         extra = dict(params)
-        if rule == "flat":
+        if rule == "flat" or params.get("fallback"):
             extra["structure"] = conv_dense(conv, tuple(a.shape), torch.ones_like(conv.weight))
         if rule == "zbox":
             extra["low"] = LOW[:, None, None].expand(a.shape).reshape(-1)
@@ -173,6 +173,10 @@ CASES = {
 OTSUKI = {"conv": ("zplus", {"eps": 1e-5, "bias": False}), "linear": ("zplus", {"eps": 1e-5, "bias": False}),
           "pool": ("zplus", {"eps": 1e-5, "bias": False}), "first": ("zplus_ones", {"eps": 1e-5}),
           "maxpool": "avg2x2", "start": "softmax"}
+DEFAULT = {"conv": ("zplus", {"eps": 1e-9, "bias": False, "fallback": True}),
+           "linear": ("zplus", {"eps": 1e-9, "bias": False, "fallback": True}),
+           "pool": ("zplus", {"eps": 1e-9, "bias": False, "fallback": True}),
+           "split": ("ratio", True, 0.0), "maxpool": "winner", "start": "softmax"}
 TABLE2 = {"otsuki2024": ("ratio", True), "otsuki2024-i": ("symmetric", False), "otsuki2024-ii": ("symmetric", True),
           "otsuki2024-iii": ("ratio", False)}
 
@@ -202,6 +206,14 @@ def test_otsuki_presets_match_reference(name):
     model = make_resnet(seed=3)
     x = torch.randn(2, 2, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
     _compare(model, name, spec, x)
+
+
+def test_default_preset_matches_reference_and_conserves():
+    model = make_resnet(seed=9)
+    x = torch.randn(4, 2, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    _compare(model, "default", DEFAULT, x)
+    exp = lrpc.compile(model, rules="default", example_input=x[:1])(x)
+    assert float(exp.conservation_error().max()) < 1e-7
 
 
 class TinyVGG(nn.Module):
