@@ -123,12 +123,13 @@ def otsuki2024_mixture(epsilon: float = 1e-6, after_block: int = 8) -> Rules:
                                     "z+ below, otherwise as otsuki2024")
 
 
-def default(epsilon: float = 1e-9) -> Rules:
-    zplus = ZPlus(epsilon=epsilon, bias=False, fallback=True)
+def default() -> Rules:
+    # no stabiliser is needed: the fallback handles every output whose positive part is zero
+    zplus = ZPlus(epsilon=0.0, stabilizer="none", bias=False, fallback=True)
     return Rules(conv=zplus, linear=zplus, pool=zplus, maxpool="winner", splitting=Splitting("ratio", True),
                  start="softmax", conserving=True,
                  description="the paper's method without the legacy quirks: z+ (α1β0 on signed inputs, biases "
-                             "out, tiny stabiliser, outputs without positive evidence routed through their negative "
+                             "out, no stabiliser, outputs without positive evidence routed through their negative "
                              "contributions instead of dropped), true max-pool windows (winner-take-all), ratio splitting "
                              "with identity skips and a 0/0 guard; conserves exactly")
 
