@@ -25,16 +25,20 @@ DISTRACTORS: tuple[str, ...] = ("ring", "bar", "frame")
 SPLIT_SEEDS: dict[str, int] = {"train": 1_000_000, "val": 1, "test": 2}
 
 _CHUNK = 256
+# Size parameters r as fractions of the image side (objects cover pi * r^2 pixels).
+_OBJECT_SIZE = (0.16, 0.24)
+_DISTRACTOR_SIZE = (0.07, 0.12)
 # Area-matched sizes: every class covers pi * r^2 pixels for a size parameter r.
 _SQUARE_HALF_SIDE = np.sqrt(np.pi) / 2  # (2s)^2 = pi r^2
 _TRIANGLE_INRADIUS = np.sqrt(np.pi / (3 * np.sqrt(3)))  # equilateral area 3*sqrt(3)*rin^2 = pi r^2
 _CROSS_ARM_RATIO = 0.35  # half-width / half-length of a cross arm
 _CROSS_HALF_LENGTH = np.sqrt(np.pi / (8 * _CROSS_ARM_RATIO - 4 * _CROSS_ARM_RATIO ** 2))
-# Farthest extent of each class from its centre, in units of r, used to keep the object inside the image.
-_OBJECT_EXTENT = max(1.0, _SQUARE_HALF_SIDE * np.sqrt(2), 2 * _TRIANGLE_INRADIUS,
-                     _CROSS_HALF_LENGTH * np.hypot(1.0, _CROSS_ARM_RATIO))
-_BAR_HALF_LENGTH = 1.6  # distractor extents in units of their own size parameter
-_DISTRACTOR_EXTENT = max(1.0, np.sqrt(2), np.hypot(_BAR_HALF_LENGTH, 0.3))
+# Farthest extent of each shape from its centre, in units of its size parameter, used to keep shapes inside
+# the image and distractors clear of the object.
+_OBJECT_EXTENT = np.array([1.0, _SQUARE_HALF_SIDE * np.sqrt(2), 2 * _TRIANGLE_INRADIUS,
+                           _CROSS_HALF_LENGTH * np.hypot(1.0, _CROSS_ARM_RATIO)], np.float32)
+_BAR_HALF_LENGTH, _BAR_HALF_WIDTH = 1.4, 0.2
+_DISTRACTOR_EXTENT = np.array([1.0, np.hypot(_BAR_HALF_LENGTH, _BAR_HALF_WIDTH), np.sqrt(2)], np.float32)
 _MIN_COLOUR_CONTRAST = 0.45  # Euclidean RGB distance from the mean background colour
 _PIXEL_NOISE_STD = 0.03
 
@@ -59,7 +63,7 @@ class ShapeScenes:
 
 
 def render_scenes(n: int, seed: int, image_size: int = 64) -> ShapeScenes:
-    """Render ``n`` scenes deterministically from ``seed``; labels are balanced within every chunk of 256."""
+    """Render ``n`` scenes deterministically from ``seed``; labels are balanced within every full chunk of 256."""
     if not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
     if not isinstance(image_size, (int, np.integer)) or image_size < 32:
@@ -67,12 +71,23 @@ def render_scenes(n: int, seed: int, image_size: int = 64) -> ShapeScenes:
     size = int(image_size)
     # Chunks render straight into the output arrays: allocating and concatenating per-chunk copies costs
     # more than the rendering itself.
-    scenes = ShapeScenes(np.empty((n, 3, size, size), np.float32), np.empty((n, 3, size, size), np.float32),
-                         np.empty((n, size, size), bool), np.empty(n, np.int64))
+    scenes = _allocate(n, size)
     for chunk_index, start in enumerate(range(0, n, _CHUNK)):
         rng = np.random.default_rng([int(seed), chunk_index])
-        _render_chunk(rng, scenes[start:start + _CHUNK])
+        if n - start >= _CHUNK:
+            _render_chunk(rng, scenes[start:start + _CHUNK])
+        else:
+            # A partial chunk is rendered whole and cut, so its scenes do not depend on n.
+            full = _allocate(_CHUNK, size)
+            _render_chunk(rng, full)
+            for name in ("images", "counterfactuals", "masks", "labels"):
+                getattr(scenes, name)[start:] = getattr(full, name)[:n - start]
     return scenes
+
+
+def _allocate(n: int, size: int) -> ShapeScenes:
+    return ShapeScenes(np.empty((n, 3, size, size), np.float32), np.empty((n, 3, size, size), np.float32),
+                       np.empty((n, size, size), bool), np.empty(n, np.int64))
 
 
 def split_scenes(split: str, n: int, image_size: int = 64) -> ShapeScenes:
@@ -92,18 +107,18 @@ def _render_chunk(rng: np.random.Generator, out: ShapeScenes) -> None:
     mean_background = scene.mean(axis=(2, 3))
 
     labels = rng.permutation(np.arange(n) % len(CLASSES)).astype(np.int64)
-    radius = size * rng.uniform(0.125, 0.2, n).astype(np.float32)
-    margin = radius * _OBJECT_EXTENT + 1
+    radius = size * rng.uniform(*_OBJECT_SIZE, n).astype(np.float32)
+    margin = radius * _OBJECT_EXTENT[labels] + 1
     centre = rng.uniform(margin[:, None], size - margin[:, None], (n, 2)).astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
     object_mask = _object_masks(labels, *_local_frame(xs, ys, centre, angle), radius)
 
     for slot in range(4):
-        d_radius = size * rng.uniform(0.08, 0.15, n).astype(np.float32)
-        d_centre, placed = _place_away_from(rng, centre, margin, d_radius * _DISTRACTOR_EXTENT + 1, size)
+        kind = rng.integers(0, len(DISTRACTORS), n)
+        d_radius = size * rng.uniform(*_DISTRACTOR_SIZE, n).astype(np.float32)
+        d_centre, placed = _place_away_from(rng, centre, margin, d_radius * _DISTRACTOR_EXTENT[kind] + 1, size)
         # Scenes draw 2 to 4 distractors: the last two are kept with probability 1/2 each.
         placed &= rng.random(n) < (1.0 if slot < 2 else 0.5)
-        kind = rng.integers(0, len(DISTRACTORS), n)
         d_angle = rng.uniform(0, 2 * np.pi, n).astype(np.float32)
         d_mask = _distractor_masks(kind, *_local_frame(xs, ys, d_centre, d_angle), d_radius) & placed[:, None, None]
         np.copyto(scene, _contrasting_colours(rng, mean_background)[:, :, None, None], where=d_mask[:, None])
@@ -195,7 +210,7 @@ def _distractor_masks(kinds, u, v, radius) -> np.ndarray:
             distance = np.sqrt(uu ** 2 + vv ** 2)
             inside = (distance <= rr) & (distance >= rr - tt)
         elif name == "bar":
-            inside = (np.abs(uu) <= _BAR_HALF_LENGTH * rr) & (np.abs(vv) <= np.maximum(1.0, 0.2 * rr))
+            inside = (np.abs(uu) <= _BAR_HALF_LENGTH * rr) & (np.abs(vv) <= np.maximum(1.0, _BAR_HALF_WIDTH * rr))
         else:  # frame: a hollow square
             chebyshev = np.maximum(np.abs(uu), np.abs(vv))
             inside = (chebyshev <= rr) & (chebyshev >= rr - tt)
@@ -203,7 +218,7 @@ def _distractor_masks(kinds, u, v, radius) -> np.ndarray:
     return masks
 
 
-def _place_away_from(rng, centre, object_margin, extent, size, candidates: int = 16):
+def _place_away_from(rng, centre, object_margin, extent, size, candidates: int = 32):
     """Centres for one distractor per scene that keep clear of the object; ``placed`` is False where none fit."""
     n = len(centre)
     low, high = extent[:, None, None], size - extent[:, None, None]
