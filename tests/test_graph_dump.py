@@ -63,7 +63,7 @@ def test_resnet50_every_conv_and_linear_has_a_rule_every_add_a_policy(r50):
     linears = [n for n, a in g.nodes(data=True) if a.get("module_type") == "Linear"]
     assert len(convs) == sum(isinstance(m, nn.Conv2d) for m in model.modules()) == 53
     assert len(linears) == 1
-    zplus = lrpc.rules.ZPlus(epsilon=1e-9, bias=False).describe()   # what the default preset promises
+    zplus = lrpc.preset("default").conv.describe()   # what the default preset promises
     for name in convs + linears:
         assert g.nodes[name]["kind"] == "linear" and g.nodes[name]["rule"] == zplus, name
     adds = [n for n, a in g.nodes(data=True) if a["kind"] == "add"]

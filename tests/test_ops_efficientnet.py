@@ -114,16 +114,20 @@ def _node(explainer, kind, **where):
     return found
 
 
+PLAIN_ZPLUS = lrpc.Rules(conv=ZPlus(epsilon=1e-9, bias=False), linear=ZPlus(epsilon=1e-9, bias=False),
+                         pool=ZPlus(epsilon=1e-9, bias=False))
+
+
 def test_zplus_on_a_padded_strided_depthwise_conv_matches_a_naive_loop():
     model = TinyLite().eval()
-    explainer = lrpc.compile(model, "default", example_input=torch.zeros(1, 3, 16, 16))
+    explainer = lrpc.compile(model, PLAIN_ZPLUS, example_input=torch.zeros(1, 3, 16, 16))
     depthwise = [n for n in _node(explainer, "linear", map="conv") if explainer.plans[n].info.args[3] == 8]
     conv = depthwise[1]  # block 1: 3x3, stride 2 on 8x8, TF-same padding (0, 1, 0, 1)
     info = explainer.plans[conv].info
     pad = info.inputs[0].name
     relu = explainer.plans[pad].info.inputs[0].name
     assert explainer.plans[pad].info.args == (0, 1, 0, 1) and info.args[0] == (2, 2)
-    explainer = lrpc.compile(model, "default", example_input=torch.zeros(1, 3, 16, 16), keep=[conv, relu])
+    explainer = lrpc.compile(model, PLAIN_ZPLUS, example_input=torch.zeros(1, 3, 16, 16), keep=[conv, relu])
     exp = explainer(torch.randn(1, 3, 16, 16))
     a = exp.activations[relu][0].double().numpy()              # [8, 8, 8], >= 0 after ReLU6
     r_out = exp.relevances[conv][0].double().numpy()           # [8, 4, 4]
@@ -137,6 +141,55 @@ def test_zplus_on_a_padded_strided_depthwise_conv_matches_a_naive_loop():
                 expected[c, 2 * i:2 * i + 3, 2 * j:2 * j + 3] += window / (window.sum() + 1e-9) * r_out[c, i, j]
     np.testing.assert_allclose(exp.relevances[relu][0].double().numpy(), expected[:, :8, :8],
                                rtol=1e-5, atol=1e-9)
+
+
+class PaddedDepthwise(nn.Module):
+    """ReLU -> explicit zero pad -> depthwise conv -> BatchNorm shifted up -> ReLU: the left columns of the input
+    are negative, so border windows see only zeros while the BatchNorm shift still gives them relevance."""
+
+    def __init__(self, pad, stride):
+        super().__init__()
+        torch.manual_seed(0)
+        self.pad = nn.ZeroPad2d(pad)
+        self.depthwise = SamePadConv(3, 3, 3, stride, groups=3)
+        self.depthwise.static_padding = nn.Identity()
+        self.bn = nn.BatchNorm2d(3)
+        self.bn.running_mean.fill_(-1.0)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        x = self.bn(self.depthwise(self.pad(torch.relu(x))))
+        return self.fc(torch.relu(x).mean((2, 3)))
+
+
+def _input_with_dead_border():
+    x = torch.rand(2, 3, 8, 8)
+    x[..., :3] = -1.0
+    return x
+
+
+def test_symmetric_zero_pad_becomes_the_convs_padding_and_default_conserves():
+    model = PaddedDepthwise((1, 1, 1, 1), stride=1).eval()
+    explainer = lrpc.compile(model, "default", example_input=torch.zeros(1, 3, 8, 8))
+    assert not _node(explainer, "pad")
+    (conv,) = _node(explainer, "linear", map="conv")
+    assert explainer.plans[conv].info.args[1] == (1, 1)
+    x = _input_with_dead_border()
+    exp = explainer(x)
+    with torch.no_grad():
+        torch.testing.assert_close(exp.logits, model(x))
+    assert float(exp.conservation_error().max()) < 1e-5
+
+
+def test_asymmetric_zero_pad_keeps_only_its_remainder():
+    model = PaddedDepthwise((1, 2, 1, 2), stride=2).eval()  # TF "same" for k=5, s=2 would be (1, 2, 1, 2) too
+    explainer = lrpc.compile(model, "default", example_input=torch.zeros(1, 3, 8, 8))
+    (pad,) = _node(explainer, "pad")
+    (conv,) = _node(explainer, "linear", map="conv")
+    assert explainer.plans[pad].info.args == (0, 1, 0, 1) and explainer.plans[conv].info.args[1] == (1, 1)
+    x = _input_with_dead_border()
+    with torch.no_grad():
+        torch.testing.assert_close(explainer(x).logits, model(x))
 
 
 def test_identity_skip_without_relu_splits_by_ratio():
