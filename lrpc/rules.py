@@ -54,7 +54,7 @@ class Rule:
 def epsilon_kernel(a, out, r, weight, bias, *, map, args, nonneg, eps, stab, use_bias):
     m = LINEAR_MAPS[map]
     z = out if use_bias or bias is None else m.forward(a, weight, None, args)
-    return a * m.transpose(divide(r, z, stab, eps), a, weight, args)
+    return _times_input(m.transpose(divide(r, z, stab, eps), a, weight, args), a, m.weighted)
 
 
 @dataclass(frozen=True)
@@ -84,19 +84,44 @@ class Zero(Epsilon):
 
 
 # -------------------------------------------------------------------------------------------- alpha-beta / z-plus
-def _contribution_part(m, args, r, terms, bias, eps, stab):
+def _in_place() -> bool:
+    """Whether kernels may update their own temporaries in place: not while autograd records (path analysis
+    differentiates replayed ops). On CPU a fresh large tensor costs more than the arithmetic on it."""
+    return not torch.is_grad_enabled()
+
+
+def _times_input(c: Tensor, x: Tensor, weighted: bool) -> Tensor:
+    """c ⊙ x for c = a map's transpose: in place when c is fresh (a weighted map's; a sum's is a view)."""
+    return c.mul_(x) if weighted and _in_place() else x * c
+
+
+def _batch_like(x: Tensor, batch: int) -> Tensor:
+    """``x`` (batch ``batch``, or 1 for an input shared by the batch) as a map's ``like`` argument."""
+    return x if x.shape[0] == batch else x.expand(batch, *x.shape[1:])
+
+
+def _contribution_part(m, args, r, terms, bias, eps, stab, *, nonneg_z=False, zero_mask=False):
     """Relevance through one sign part: terms are (input part, weight part) pairs whose products share a sign.
-    Returns the relevance and the part's unstabilised denominator z."""
+    An input part may have batch size 1 (an all-ones input): z then broadcasts over the batch.
+    Returns the relevance and, with ``zero_mask``, where the part's unstabilised denominator z is zero.
+    ``nonneg_z``: every contribution is >= 0 (z⁺'s positive part), so the sign stabiliser is z + eps."""
     z = None
     for x, w in terms:
         zx = m.forward(x, w, bias, args)
         z, bias = (zx if z is None else z + zx), None
-    s = divide(r, z, stab, eps)
+    zero = (z == 0) if zero_mask else None
+    if nonneg_z and stab == "sign":
+        stab = "add"  # sign(z) = +1 on z >= 0: the same value without the where
+    if stab == "add" and _in_place():  # z is this function's own temporary: shift and divide in its storage
+        z = z.add_(eps)
+        s = torch.div(r, z, out=z) if z.shape == r.shape else r / z
+    else:
+        s = divide(r, z, stab, eps)
     out = None
     for x, w in terms:
-        rx = x * m.transpose(s, x, w, args)
+        rx = _times_input(m.transpose(s, _batch_like(x, s.shape[0]), w, args), x, m.weighted)
         out = rx if out is None else out + rx
-    return out, z
+    return out, zero
 
 
 def _needed(mask: Tensor) -> bool:
@@ -107,8 +132,8 @@ def _needed(mask: Tensor) -> bool:
 def alpha_beta_kernel(a, out, r, w_pos, w_neg, b_pos, b_neg, *, map, args, nonneg, alpha, beta, eps, stab,
                       ones_input, fallback):
     m = LINEAR_MAPS[map]
-    if ones_input:
-        a, nonneg = torch.ones_like(a[:1]).expand_as(a), True
+    if ones_input:  # one all-ones sample stands for the batch: z is the same for every sample
+        a, nonneg = torch.ones_like(a[:1]), True
     a_pos = a if nonneg else a.clamp(min=0)
     a_neg = None if nonneg else a.clamp(max=0)
     if m.weighted:
@@ -116,19 +141,21 @@ def alpha_beta_kernel(a, out, r, w_pos, w_neg, b_pos, b_neg, *, map, args, nonne
         negative = [(a_pos, w_neg)] + ([] if nonneg else [(a_neg, w_pos)])
     else:  # the implicit weights of a pool are all >= 0
         positive, negative = [(a_pos, None)], ([] if nonneg else [(a_neg, None)])
-    relevance, z_pos = _contribution_part(m, args, r, positive, b_pos, eps, stab)
-    if fallback:
+    relevance, zero_pos = _contribution_part(m, args, r, positive, b_pos, eps, stab, nonneg_z=True,
+                                             zero_mask=fallback)
+    if fallback and _needed(zero_pos):
         # an output with relevance but no positive contribution would lose it under z⁺: route it through its
         # negative contributions, and where the input window is all zero, evenly over the window
-        empty = r * (z_pos == 0)
+        empty = r * zero_pos
         if _needed(empty != 0) and negative:
-            through_negative, z_neg = _contribution_part(m, args, empty, negative, None, eps, stab)
+            through_negative, zero_neg = _contribution_part(m, args, empty, negative, None, eps, stab,
+                                                            zero_mask=True)
             relevance = relevance + through_negative
-            empty = empty * (z_neg == 0)
+            empty = empty * zero_neg
         if _needed(empty != 0):
             ones = torch.ones_like(w_pos) if m.weighted else None
             count = m.forward(torch.ones_like(a[:1]), ones, None, args)
-            relevance = relevance + m.transpose(empty / count, a, ones, args)
+            relevance = relevance + m.transpose(empty / count, _batch_like(a, r.shape[0]), ones, args)
     if alpha != 1.0:
         relevance = alpha * relevance
     if beta != 0.0 and negative:
