@@ -28,7 +28,7 @@ class LayerContext:
     node: str
     module: str | None
     module_type: str | None
-    map: str                # "conv", "linear", "avg_pool2d", "adaptive_avg_pool2d", "reduce"
+    map: str                # "conv", "linear", "avg_pool2d", "adaptive_avg_pool2d", "reduce"; "module" for a leaf
     index: int              # among weighted layers (conv/linear), graph order; -1 for pools
     num_weighted: int
     adds_before: int        # residual adds that precede the layer in graph order
@@ -37,7 +37,7 @@ class LayerContext:
 Selector = Union[type, str, Callable[[LayerContext], bool]]
 
 
-def _matches(selector: Selector, ctx: LayerContext) -> bool:
+def selector_matches(selector: Selector, ctx: LayerContext) -> bool:
     if isinstance(selector, type):
         return ctx.module_type == selector.__name__
     if isinstance(selector, str):
@@ -75,7 +75,7 @@ class Rules:
 
     def rule_for(self, ctx: LayerContext) -> Rule:
         for selector, rule in self.layers:
-            if _matches(selector, ctx):
+            if selector_matches(selector, ctx):
                 return rule
         if ctx.map == "conv":
             return self.conv

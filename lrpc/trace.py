@@ -53,9 +53,11 @@ def trace(model: nn.Module, leaf_modules: Iterable[type | str] = ()) -> fx.Graph
         frame, owner = _user_frame(exc)
         where = f" at {frame.filename}:{frame.lineno}: `{(frame.line or '').strip()}`" if frame else ""
         owner_name = type(owner).__name__ if isinstance(owner, nn.Module) else None
-        hint = (f"mark the module that holds this line as a leaf, e.g. lrpc.compile(model, "
-                f"leaf_modules=[{owner_name or 'TheModuleClass'}], ...), and give it a rule, or rewrite the "
-                "line without tensor-dependent Python control flow")
+        leaf = owner_name or "TheModuleClass"
+        hint = (f"mark the module that holds this line as a leaf and say how relevance crosses it, e.g. "
+                f"lrpc.compile(model, leaf_modules=[{leaf}], rules=lrpc.preset('default').replace("
+                f"layers=(({leaf}, lrpc.rules.Pass()),)), ...), or rewrite the line without tensor-dependent "
+                "Python control flow")
         raise LrpcError(f"torch.fx could not trace {type(model).__name__}{where}: {type(exc).__name__}: {exc}. "
                         f"Tensor values are symbolic while tracing, so `if`/`for` on them cannot be recorded; "
                         f"{hint}.") from exc

@@ -156,3 +156,28 @@ def test_keep_with_an_unknown_node_lists_valid_names():
     with pytest.raises(LrpcError, match="keep= names .*layer9.*valid names: x, conv1"):
         lrpc.compile(lrpc.models.resnet18(num_classes=3).eval(), example_input=torch.randn(1, 3, 32, 32),
                      keep=["layer9"])
+
+
+class Gate(nn.Module):
+    def forward(self, x):
+        return x * 2 if x.sum() > 0 else x
+
+
+class WithGate(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.gate, self.fc2 = nn.Linear(4, 4), Gate(), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.gate(self.fc1(x))))
+
+
+def test_the_suggested_leaf_fix_works():
+    with pytest.raises(LrpcError, match=r"leaf_modules=\[Gate\], rules=.*\(Gate, lrpc.rules.Pass\(\)\)"):
+        lrpc.compile(WithGate().eval(), example_input=torch.randn(1, 4))
+    rules = lrpc.preset("default").replace(layers=((Gate, lrpc.rules.Pass()),))
+    explainer = lrpc.compile(WithGate().eval(), rules=rules, example_input=torch.randn(1, 4), leaf_modules=[Gate])
+    assert explainer.plans["gate"].info.kind == "pass"
+    assert float(explainer(torch.randn(3, 4)).conservation_error().max()) < 1e-5
+    with pytest.raises(LrpcError, match="module type Gate has no relevance op"):
+        lrpc.compile(WithGate().eval(), example_input=torch.randn(1, 4), leaf_modules=[Gate])
