@@ -4,6 +4,8 @@
   become out-of-place, and later readers of a mutated tensor read the new value. The relevance pass re-reads
   forward activations, so none may be overwritten.
 - ``drop_identities``: dropout (inference mode), ``nn.Identity``, ``.contiguous()`` disappear.
+- ``fold_zero_padding``: an explicit zero pad in front of a conv (TF "same" padding, as in EfficientNet) becomes
+  the conv's own padding as far as it is symmetric, so rules never hand relevance to padded positions.
 - ``fold_batchnorm``: BatchNorm after a conv/linear is merged into new constants of a functional conv/linear
   (for the zennit-compatible presets); the user's modules are not modified.
 - ``propagate_shapes``: fx's ShapeProp on the example input.
@@ -17,8 +19,8 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from .errors import LrpcError
-from .ops import (FUNCTION_TABLE, MODULE_TABLE, Context, OpInfo, Unsupported, conv_function, conv_module,
-                  linear_function, linear_module)
+from .ops import (FUNCTION_TABLE, MODULE_TABLE, Context, OpInfo, Unsupported, arg, conv_function, conv_module,
+                  linear_function, linear_module, pad, pad_module)
 
 # out-of-place equivalents of activation modules that may run in place
 OUT_OF_PLACE: dict[type, callable] = {
@@ -87,9 +89,75 @@ def drop_identities(gm: fx.GraphModule) -> None:
     gm.graph.lint()
 
 
-def _foldable_layer(node: fx.Node, gm: fx.GraphModule) -> OpInfo | None:
-    """The conv/linear (module or functional with parameter weights) a BatchNorm could fold into."""
-    if not isinstance(node, fx.Node) or len(node.users) != 1:
+def _zero_pad(node: fx.Node, gm: fx.GraphModule) -> tuple[int, ...] | None:
+    """The F.pad-style amounts of a constant-zero pad node, or None for any other node."""
+    if node.op == "call_module":
+        handler = MODULE_TABLE.get(type(gm.get_submodule(node.target)))
+    elif node.op == "call_function":
+        handler = FUNCTION_TABLE.get(node.target)
+    else:
+        return None
+    if handler not in (pad, pad_module):
+        return None
+    try:
+        return tuple(handler(node, Context(gm)).args)
+    except Unsupported:
+        return None
+
+
+def fold_zero_padding(gm: fx.GraphModule) -> None:
+    """conv(pad(x, p)) -> conv(x, padding=p) for the symmetric part of a zero pad that feeds only a conv.
+
+    Same output. A relevance rule spreading over a conv window (the z+ fallback, flat, w²) then spreads over
+    real inputs only, where before the share that landed on padded positions was cropped away by the pad's
+    relevance op. An asymmetric remainder (TF "same" at stride 2: one extra row/column) stays an explicit pad.
+    """
+    graph = gm.graph
+    for pad_node in list(graph.nodes):
+        amounts = _zero_pad(pad_node, gm)
+        conv_node = next(iter(pad_node.users)) if amounts is not None and len(pad_node.users) == 1 else None
+        info = _foldable_layer(conv_node, gm, single_user=False) if conv_node is not None else None
+        if info is None or info.map != "conv" or info.inputs[0] is not pad_node:
+            continue
+        stride, padding, dilation, groups = info.args
+        dims = len(padding)
+        if len(amounts) != 2 * dims:  # pads batch or channel dims too
+            continue
+        pairs = [amounts[2 * k:2 * k + 2] for k in range(dims)][::-1]  # F.pad lists the last dim first
+        folded = [min(pair) for pair in pairs]
+        if not any(folded):
+            continue
+        remainder = tuple(v for pair, s in zip(pairs[::-1], folded[::-1]) for v in (pair[0] - s, pair[1] - s))
+        source = pad_node.args[0]
+        if any(remainder):
+            pad_node.op, pad_node.target, pad_node.args, pad_node.kwargs = "call_function", F.pad, (source, remainder), {}
+            source = pad_node
+        path, type_name = module_of(conv_node, gm)
+        weight, bias = _parameter_nodes(conv_node, gm)
+        fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[dims]
+        new_padding = tuple(p + s for p, s in zip(padding, folded))
+        conv_node.meta["lrpc_module"] = (path, type_name)
+        conv_node.op, conv_node.target = "call_function", fn
+        conv_node.args, conv_node.kwargs = (source, weight, bias, stride, new_padding, dilation, groups), {}
+        if not pad_node.users:
+            graph.erase_node(pad_node)
+    graph.lint()
+
+
+def _parameter_nodes(conv_node: fx.Node, gm: fx.GraphModule) -> tuple[fx.Node, fx.Node | None]:
+    """The weight and bias of a conv call as graph nodes (get_attr for a module's parameters)."""
+    if conv_node.op == "call_function":
+        return arg(conv_node, 1, "weight"), arg(conv_node, 2, "bias")
+    module = gm.get_submodule(conv_node.target)
+    with gm.graph.inserting_before(conv_node):
+        weight = gm.graph.get_attr(f"{conv_node.target}.weight")
+        bias = None if module.bias is None else gm.graph.get_attr(f"{conv_node.target}.bias")
+    return weight, bias
+
+
+def _foldable_layer(node: fx.Node, gm: fx.GraphModule, single_user: bool = True) -> OpInfo | None:
+    """The conv/linear (module or functional with parameter weights) a BatchNorm or a pad could fold into."""
+    if not isinstance(node, fx.Node) or (single_user and len(node.users) != 1):
         return None
     if node.op == "call_module":
         module = gm.get_submodule(node.target)

@@ -38,6 +38,7 @@ def compile(model: nn.Module, rules: Rules | str | None = "default", example_inp
     gm = trace(model, leaf_modules)
     canonicalize.functionalize(gm)
     canonicalize.drop_identities(gm)
+    canonicalize.fold_zero_padding(gm)
     if rules.batchnorm == "fold":
         canonicalize.fold_batchnorm(gm)
     gm.recompile()
