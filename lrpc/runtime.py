@@ -93,7 +93,8 @@ class Explainer:
         return write(build_graph(self, explanation, sample), path)
 
     def to(self, *args, **kwargs) -> "Explainer":
-        """Move the generated module's constants (not the user's model) — move the model yourself."""
+        """Move (or cast) the generated module: its rule constants and, because they are shared rather than
+        copied, the model's own submodules with them."""
         self.module.to(*args, **kwargs)
         return self
 
