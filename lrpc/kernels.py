@@ -14,6 +14,12 @@ from .stabilizers import divide
 aten = torch.ops.aten
 
 
+def in_place() -> bool:
+    """Whether relevance ops may update their own temporaries in place: not while autograd records (path
+    analysis differentiates replayed ops). On CPU a fresh large tensor costs more than the arithmetic on it."""
+    return not torch.is_grad_enabled()
+
+
 def resolve_target(logits: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     return logits.argmax(1) if target is None else target
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 
 from .errors import LrpcError
+from .kernels import in_place
 from .linear_maps import LINEAR_MAPS
 from .stabilizers import MODES, divide
 
@@ -84,15 +85,9 @@ class Zero(Epsilon):
 
 
 # -------------------------------------------------------------------------------------------- alpha-beta / z-plus
-def _in_place() -> bool:
-    """Whether kernels may update their own temporaries in place: not while autograd records (path analysis
-    differentiates replayed ops). On CPU a fresh large tensor costs more than the arithmetic on it."""
-    return not torch.is_grad_enabled()
-
-
 def _times_input(c: Tensor, x: Tensor, weighted: bool) -> Tensor:
     """c ⊙ x for c = a map's transpose: in place when c is fresh (a weighted map's; a sum's is a view)."""
-    return c.mul_(x) if weighted and _in_place() else x * c
+    return c.mul_(x) if weighted and in_place() else x * c
 
 
 def _batch_like(x: Tensor, batch: int) -> Tensor:
@@ -112,7 +107,7 @@ def _contribution_part(m, args, r, terms, bias, eps, stab, *, nonneg_z=False, ze
     zero = (z == 0) if zero_mask else None
     if nonneg_z and stab == "sign":
         stab = "add"  # sign(z) = +1 on z >= 0: the same value without the where
-    if stab == "add" and _in_place():  # z is this function's own temporary: shift and divide in its storage
+    if stab == "add" and in_place():  # z is this function's own temporary: shift and divide in its storage
         z = z.add_(eps)
         s = torch.div(r, z, out=z) if z.shape == r.shape else r / z
     else:

@@ -17,6 +17,7 @@ import torch
 import torch.fx as fx
 
 from .errors import LrpcError
+from .kernels import in_place
 from .stabilizers import divide
 
 SPLIT_MODES = ("ratio", "symmetric", "proportional")
@@ -46,14 +47,16 @@ def split_add(r, x0, x1, *, mode, eps, silent):
     if mode == "symmetric":
         r0 = r1 = 0.5 * r
     elif mode == "ratio":
-        m0, m1 = x0.abs(), x1.abs()
-        total = m0 + m1
-        share0 = torch.where(total > 0, m0 / torch.where(total > 0, total, torch.ones_like(total)), 0.5)
-        r0 = r * share0
+        # m0 and share0 are this function's own temporaries (autograd saves neither), so they are reused in place
+        m0 = x0.abs()
+        total = x1.abs().add_(m0)
+        share0 = torch.where(total > 0, m0.div_(total), 0.5)  # 0/0 (both operands zero) splits evenly
+        r0 = share0.mul_(r) if share0.shape == r.shape else r * share0
         r1 = r - r0
     else:
         s = divide(r, x0 + x1, "sign" if eps else "none", eps)
-        r0, r1 = x0 * s, x1 * s
+        r0 = x0 * s
+        r1 = s.mul_(x1) if in_place() and s.shape == x1.shape else x1 * s
     return r0.sum_to_size(x0.shape), r1.sum_to_size(x1.shape)
 
 
