@@ -186,7 +186,7 @@ def _compare(model, rules, spec, x):
     exp = explainer(x)
     for s in range(x.shape[0]):
         expected = reference_resnet(model, x[s], int(exp.target[s]), spec)
-        scale = expected.abs().max()
+        scale = expected.detach().abs().max()
         assert torch.allclose(exp.relevance[s], expected, rtol=0, atol=1e-6 * float(scale)), (
             f"max abs diff {(exp.relevance[s] - expected).abs().max():.3g} (scale {scale:.3g})")
 
