@@ -95,6 +95,20 @@ def _batch_like(x: Tensor, batch: int) -> Tensor:
     return x if x.shape[0] == batch else x.expand(batch, *x.shape[1:])
 
 
+def _divide_own(r: Tensor, z: Tensor, stab: str, eps: float, zero: Tensor | None) -> Tensor:
+    """``divide(r, z, stab, eps)`` for a z the kernel owns, computed in z's storage outside autograd (one pass
+    instead of up to six); ``zero`` is the mask z == 0 for the 'none' stabiliser."""
+    if not in_place() or stab not in ("add", "none"):
+        return divide(r, z, stab, eps)
+    has_zero = stab == "none" and _needed(zero)
+    if stab == "add":
+        z.add_(eps)
+    elif has_zero:
+        z.masked_fill_(zero, 1.0)
+    s = torch.div(r, z, out=z) if z.shape == r.shape else r / z
+    return s.masked_fill_(zero, 0.0) if has_zero else s  # 0/0 := 0
+
+
 def _contribution_part(m, args, r, terms, bias, eps, stab, *, nonneg_z=False, zero_mask=False):
     """Relevance through one sign part: terms are (input part, weight part) pairs whose products share a sign.
     An input part may have batch size 1 (an all-ones input): z then broadcasts over the batch.
@@ -104,14 +118,10 @@ def _contribution_part(m, args, r, terms, bias, eps, stab, *, nonneg_z=False, ze
     for x, w in terms:
         zx = m.forward(x, w, bias, args)
         z, bias = (zx if z is None else z + zx), None
-    zero = (z == 0) if zero_mask else None
+    zero = (z == 0) if zero_mask or stab == "none" else None
     if nonneg_z and stab == "sign":
         stab = "add"  # sign(z) = +1 on z >= 0: the same value without the where
-    if stab == "add" and in_place():  # z is this function's own temporary: shift and divide in its storage
-        z = z.add_(eps)
-        s = torch.div(r, z, out=z) if z.shape == r.shape else r / z
-    else:
-        s = divide(r, z, stab, eps)
+    s = _divide_own(r, z, stab, eps, zero)
     out = None
     for x, w in terms:
         rx = _times_input(m.transpose(s, _batch_like(x, s.shape[0]), w, args), x, m.weighted)
