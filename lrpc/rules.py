@@ -97,10 +97,10 @@ def _batch_like(x: Tensor, batch: int) -> Tensor:
 
 def _divide_own(r: Tensor, z: Tensor, stab: str, eps: float, zero: Tensor | None) -> Tensor:
     """``divide(r, z, stab, eps)`` for a z the kernel owns, computed in z's storage outside autograd (one pass
-    instead of up to six); ``zero`` is the mask z == 0 for the 'none' stabiliser."""
+    instead of up to six); ``zero`` is the mask z == 0, None where no z is zero."""
     if not in_place() or stab not in ("add", "none"):
         return divide(r, z, stab, eps)
-    has_zero = stab == "none" and _needed(zero)
+    has_zero = stab == "none" and zero is not None
     if stab == "add":
         z.add_(eps)
     elif has_zero:
@@ -112,13 +112,16 @@ def _divide_own(r: Tensor, z: Tensor, stab: str, eps: float, zero: Tensor | None
 def _contribution_part(m, args, r, terms, bias, eps, stab, *, nonneg_z=False, zero_mask=False):
     """Relevance through one sign part: terms are (input part, weight part) pairs whose products share a sign.
     An input part may have batch size 1 (an all-ones input): z then broadcasts over the batch.
-    Returns the relevance and, with ``zero_mask``, where the part's unstabilised denominator z is zero.
+    Returns the relevance and, with ``zero_mask``, where the part's unstabilised denominator z is zero (None
+    when nowhere).
     ``nonneg_z``: every contribution is >= 0 (z⁺'s positive part), so the sign stabiliser is z + eps."""
     z = None
     for x, w in terms:
         zx = m.forward(x, w, bias, args)
         z, bias = (zx if z is None else z + zx), None
     zero = (z == 0) if zero_mask or stab == "none" else None
+    if zero is not None and not _needed(zero):
+        zero = None
     if nonneg_z and stab == "sign":
         stab = "add"  # sign(z) = +1 on z >= 0: the same value without the where
     s = _divide_own(r, z, stab, eps, zero)
@@ -148,7 +151,7 @@ def alpha_beta_kernel(a, out, r, w_pos, w_neg, b_pos, b_neg, *, map, args, nonne
         positive, negative = [(a_pos, None)], ([] if nonneg else [(a_neg, None)])
     relevance, zero_pos = _contribution_part(m, args, r, positive, b_pos, eps, stab, nonneg_z=True,
                                              zero_mask=fallback)
-    if fallback and _needed(zero_pos):
+    if fallback and zero_pos is not None:
         # an output with relevance but no positive contribution would lose it under z⁺: route it through its
         # negative contributions, and where the input window is all zero, evenly over the window
         empty = r * zero_pos
@@ -156,8 +159,8 @@ def alpha_beta_kernel(a, out, r, w_pos, w_neg, b_pos, b_neg, *, map, args, nonne
             through_negative, zero_neg = _contribution_part(m, args, empty, negative, None, eps, stab,
                                                             zero_mask=True)
             relevance = relevance + through_negative
-            empty = empty * zero_neg
-        if _needed(empty != 0):
+            empty = None if zero_neg is None else empty * zero_neg
+        if empty is not None and _needed(empty != 0):
             ones = torch.ones_like(w_pos) if m.weighted else None
             count = m.forward(torch.ones_like(a[:1]), ones, None, args)
             relevance = relevance + m.transpose(empty / count, _batch_like(a, r.shape[0]), ones, args)
