@@ -1,0 +1,65 @@
+"""Baseline explanation methods behind one call, all returning channel-summed maps [B, H, W]."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import LrpcError
+from .calibration import oracle_map, random_map, sobel_map
+from .cam import grad_cam, last_conv_block, score_cam
+from .captum_methods import captum_graph, deeplift, guided_backprop, integrated_gradients, lrp_epsilon
+
+__all__ = ["BASELINES", "CALIBRATION_MAPS", "captum_graph", "explain_baseline", "last_conv_block"]
+
+_METHODS: dict[str, Callable[..., torch.Tensor]] = {
+    "gradcam": grad_cam,
+    "scorecam": score_cam,
+    "integrated_gradients": integrated_gradients,
+    "guided_backprop": guided_backprop,
+    "deeplift": deeplift,
+    "lrp_epsilon": lrp_epsilon,
+}
+CALIBRATION_MAPS = ("random", "sobel", "oracle")
+BASELINES = (*_METHODS, *CALIBRATION_MAPS)
+
+
+def explain_baseline(name: str, model: nn.Module, images: torch.Tensor,
+                     targets: torch.Tensor | int | None = None, **opts) -> torch.Tensor:
+    """Map [B, H, W] of baseline ``name`` for ``images`` [B, C, H, W] (normalised model inputs).
+
+    ``targets``: the class to explain per image (an int for all; None: the predicted class). Options by
+    method: ``layer=`` (gradcam, scorecam; a module or its name, default the last conv block),
+    ``batch_size=`` (scorecam), ``steps=`` / ``internal_batch_size=`` (integrated_gradients),
+    ``epsilon=`` (lrp_epsilon), ``channels='sum'|'first'`` (captum methods), ``seed=`` (random),
+    ``masks=`` (oracle, required).
+    """
+    if name not in BASELINES:
+        raise LrpcError(f"unknown baseline {name!r}; available: {list(BASELINES)}")
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be a [B, C, H, W] tensor, got "
+                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+    if model.training:
+        raise ValueError("model is in training mode; call model.eval() before explaining it")
+    if name == "random":
+        return random_map(images, **opts)
+    if name == "sobel":
+        return sobel_map(images, **opts)
+    if name == "oracle":
+        if "masks" not in opts:
+            raise ValueError("the oracle baseline needs masks= (bool [B, H, W] object masks)")
+        return oracle_map(opts["masks"])
+    return _METHODS[name](model, images, _resolve_targets(model, images, targets), **opts)
+
+
+def _resolve_targets(model: nn.Module, images: torch.Tensor, targets) -> torch.Tensor:
+    if targets is None:
+        with torch.no_grad():
+            return model(images).argmax(1)
+    targets = torch.as_tensor(targets, dtype=torch.long, device=images.device)
+    if targets.ndim == 0:
+        targets = targets.expand(images.shape[0])
+    if targets.shape != (images.shape[0],):
+        raise ValueError(f"targets must be an int or [B={images.shape[0]}] classes, got shape {tuple(targets.shape)}")
+    return targets
