@@ -32,7 +32,17 @@ def _conv_forward(x, w, b, args):
 
 def _conv_transpose(s, like, w, args):
     stride, padding, dilation, groups = args
-    return aten.convolution_backward(s, like, w, None, stride, padding, dilation, False, [0] * len(stride),
+    dims = len(stride)
+    flipped_padding = [d * (k - 1) - p for k, p, d in zip(w.shape[2:], padding, dilation)]
+    if all(st == 1 for st in stride) and min(flipped_padding) >= 0:
+        # a stride-1 conv's transpose is a forward conv with the kernel flipped and its channel axes swapped
+        # (per group): the forward's fast path, where the input-gradient kernel is up to 1.5x slower on CPU
+        out_channels, in_per_group = w.shape[:2]
+        kernel = w.reshape(groups, out_channels // groups, in_per_group, *w.shape[2:]).transpose(1, 2)
+        kernel = kernel.reshape(groups * in_per_group, out_channels // groups, *w.shape[2:])
+        return aten.convolution(s, kernel.flip(list(range(2, 2 + dims))), None, [1] * dims, flipped_padding,
+                                dilation, False, [0] * dims, groups)
+    return aten.convolution_backward(s, like, w, None, stride, padding, dilation, False, [0] * dims,
                                      groups, [True, False, False])[0]
 
 
