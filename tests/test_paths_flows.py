@@ -68,8 +68,8 @@ KERNEL_RULES = [Zero(), Epsilon(0.1), Epsilon(0.25, stabilizer="rms"), ZPlus(), 
 
 @pytest.mark.parametrize("rule", KERNEL_RULES, ids=lambda r: r.describe())
 @pytest.mark.parametrize("map_name", ["conv", "linear"])
-@pytest.mark.parametrize("nonneg", [True, False])
-def test_decomposition_reproduces_the_rule_kernel(rule, map_name, nonneg):
+@pytest.mark.parametrize("inputs", ["signed", "nonneg", "empty windows"])
+def test_decomposition_reproduces_the_rule_kernel(rule, map_name, inputs):
     g = torch.Generator().manual_seed(3)
     if map_name == "conv":
         a = torch.randn(1, 3, 6, 6, generator=g, dtype=torch.float64)
@@ -77,9 +77,15 @@ def test_decomposition_reproduces_the_rule_kernel(rule, map_name, nonneg):
     else:
         a = torch.randn(1, 5, generator=g, dtype=torch.float64)
         weight, args = torch.randn(4, 5, generator=g, dtype=torch.float64), ()
+    nonneg = inputs != "signed"
     if nonneg:
         a = a.clamp(min=0)
         a[..., 0] = 0.0  # a few zero inputs, so some outputs have no positive contribution
+    if inputs == "empty windows":  # some outputs see only zeros: no contribution of either sign
+        if map_name == "conv":
+            a[..., :4, :4] = 0.0
+        else:
+            a.zero_()
     bias = torch.randn(4, generator=g, dtype=torch.float64)
     m = LINEAR_MAPS[map_name]
     out = m.forward(a, weight, bias, args)
@@ -88,6 +94,8 @@ def test_decomposition_reproduces_the_rule_kernel(rule, map_name, nonneg):
     kwargs = {"map": map_name, "args": args, "nonneg": nonneg, **rule.kernel_kwargs()}
     expected = rule.kernel(a, out, r, *consts, **kwargs)
     parts = terms.decompose(KernelCall(rule.kernel, consts, kwargs), a, out, "layer")
+    if getattr(rule, "fallback", False) and inputs == "empty windows":
+        assert len(parts) == 3  # positive part, through the negative part, evenly over the window
     assert torch.allclose(terms.message(parts, r, map_name, args), expected, rtol=0, atol=TOL)
 
 
@@ -116,11 +124,13 @@ def connection_relevance(rule: str, W, b, a, r, **p):
     elif rule == "zbox":
         num = c - W.clamp(min=0) * p["low"][None, :] - W.clamp(max=0) * p["high"][None, :]
         den = _stab(num.sum(1), p["eps"])
-    elif rule == "zplus_fallback":  # z+ without bias; an output with no positive contribution uses its negative ones
-        positive = c.clamp(min=0)
+    elif rule == "zplus_fallback":  # z+ without bias; an output with no positive contribution uses its negative
+        positive = c.clamp(min=0)     # ones, one with no contribution at all spreads evenly over its window
         orphan = (positive.sum(1) == 0)[:, None]
         num = torch.where(orphan, c.clamp(max=0), positive)
-        den = _stab(num.sum(1), p["eps"])
+        empty = (num.sum(1) == 0)[:, None]
+        num = torch.where(empty, (W != 0).to(W), num)
+        den = torch.where(empty[:, 0], num.sum(1), _stab(num.sum(1), p["eps"]))
     else:
         raise ValueError(rule)
     factor = torch.where(den == 0, torch.zeros_like(den), r / torch.where(den == 0, torch.ones_like(den), den))

@@ -74,30 +74,31 @@ def build_graph(analysis: Analysis, trace: Trace, mode: str, max_in_edges: int |
                    total=float(totals[OUTPUT]))
 
     for consumer in [*structure.layers, OUTPUT]:
-        producers = structure.regions[consumer].producers
-        rows, lower = [], []
-        for producer in producers:
-            f = flows[producer, consumer]
+        incoming, lower = [], []          # incoming: [D, rows] per producer (row-major by upper channel: fast)
+        for producer in structure.regions[consumer].producers:
+            f = flows[producer, consumer].T
             if producer == structure.input:  # image channels meet in the single "input" node
-                rows.append(f.sum(0, keepdim=True))
+                incoming.append(f.sum(1, keepdim=True))
                 lower.append(INPUT)
             else:
-                rows.append(f)
-                lower.extend((producer, c) for c in range(f.shape[0]))
-        _add_edges(graph, torch.cat(rows), lower, consumer, totals[consumer], max_in_edges)
+                incoming.append(f)
+                lower.extend((producer, c) for c in range(f.shape[1]))
+        incoming = incoming[0] if len(incoming) == 1 else torch.cat(incoming, 1)
+        _add_edges(graph, incoming, lower, consumer, totals[consumer], max_in_edges)
     return graph
 
 
-def _add_edges(graph: nx.DiGraph, flows: Tensor, lower: list, consumer: str, totals: Tensor,
+def _add_edges(graph: nx.DiGraph, incoming: Tensor, lower: list, consumer: str, totals: Tensor,
                max_in_edges: int | None) -> None:
-    """Edges into every channel of ``consumer`` from the rows of ``flows`` [len(lower), D]: the strongest
-    ``max_in_edges`` non-zero flows of each column."""
-    keep = flows.shape[0] if max_in_edges is None else min(max_in_edges, flows.shape[0])
-    values, rows = flows.topk(keep, dim=0)                                   # [keep, D]
+    """Edges into every channel d of ``consumer`` from the nodes ``lower``, whose flows are ``incoming[d]``:
+    the strongest ``max_in_edges`` non-zero ones."""
+    keep = incoming.shape[1] if max_in_edges is None else min(max_in_edges, incoming.shape[1])
+    values, rows = incoming.contiguous().topk(keep, dim=1)                        # [D, keep]
+    totals = totals.unsqueeze(1)
     fracs = torch.where(totals != 0, values / torch.where(totals != 0, totals, 1.0), 0.0)
     costs = torch.where(fracs > 0, -torch.log(fracs.clamp(min=1e-300)), math.inf)
-    uppers = [OUTPUT] if consumer == OUTPUT else [(consumer, d) for d in range(flows.shape[1])]
-    columns = zip(values.T.reshape(-1).tolist(), rows.T.reshape(-1).tolist(), fracs.T.reshape(-1).tolist(),
-                  costs.T.reshape(-1).tolist(), (v for v in uppers for _ in range(keep)))
+    uppers = [OUTPUT] if consumer == OUTPUT else [(consumer, d) for d in range(incoming.shape[0])]
+    columns = zip(values.reshape(-1).tolist(), rows.reshape(-1).tolist(), fracs.reshape(-1).tolist(),
+                  costs.reshape(-1).tolist(), (v for v in uppers for _ in range(keep)))
     graph.add_edges_from((lower[row], v, {"flow": flow, "frac": frac, "cost": cost})
                          for flow, row, frac, cost, v in columns if flow != 0.0)

@@ -81,8 +81,15 @@ def _alpha_beta(a, out, consts, kw):
     parts = [part]
     orphans = z_pos == 0
     if kw.get("fallback", False) and bool(orphans.any()):
-        # outputs without any positive contribution pass their relevance through the negative ones
-        parts.append(_part(m, args, negative, None, stab, eps, alpha, gate=orphans.to(z_pos.dtype))[0])
+        # outputs without any positive contribution pass their relevance through the negative ones, and where
+        # there are none either (an all-zero window), evenly over the window
+        through_negative, z_neg = _part(m, args, negative, None, stab, eps, alpha, gate=orphans.to(z_pos.dtype))
+        parts.append(through_negative)
+        empty = orphans & (z_neg == 0)
+        if bool(empty.any()):
+            ones = torch.ones_like(w_pos)
+            count = m.forward(torch.ones_like(a[:1]), ones, None, args)
+            parts.append(Part(empty.to(z_pos.dtype) / count, (Term(alpha, torch.ones_like(a), ones),)))
     if kw["beta"] != 0.0:
         parts.append(_part(m, args, negative, b_neg, stab, eps, -kw["beta"])[0])
     return parts
@@ -172,9 +179,14 @@ def _conv_flows(s, x, w, args):
 
 
 def _linear_flows(s, x, w, channels):
+    """Σ over each channel's block of inputs of w ⊙ x, a few rows of w at a time (no weight-sized temporary)."""
     d = w.shape[0]
-    per_channel = torch.einsum("dcg,cg->dc", w.view(d, channels, -1), x.reshape(channels, -1))
-    return per_channel * s.reshape(d, 1)
+    x_blocks = x.reshape(1, channels, -1)
+    out = torch.empty(d, channels, dtype=w.dtype)
+    step = max(1, (1 << 22) // w.shape[1])
+    for first in range(0, d, step):
+        out[first:first + step] = (w[first:first + step].view(-1, channels, x_blocks.shape[2]) * x_blocks).sum(2)
+    return out * s.reshape(d, 1)
 
 
 # --------------------------------------------------------------------------------------------- single paths
