@@ -11,9 +11,8 @@ from torch import nn
 import lrpc
 from lrpc.errors import LrpcError
 from lrpc.models import vgg16
-from lrpc.paths import (heatmap_mse, heatmap_smape, knee, path_heatmap, relevance_graph, select_channels, select_k,
-                        top_k_paths)
-from lrpc.paths.deconvnet import deconvnet
+from lrpc.paths import (deconvnet, heatmap_mse, heatmap_smape, knee, path_heatmap, relevance_graph,
+                        select_channels, select_k, top_k_paths)
 
 from test_paths_flows import MONTAVON_LIKE, TinyResNet, image, single_thread, tiny_cnn  # noqa: F401
 

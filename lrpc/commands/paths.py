@@ -19,8 +19,7 @@ from ..compiler import compile as compile_explainer
 from ..data.folder import preprocess_image
 from ..data.normalization import denormalize
 from ..errors import LrpcError
-from ..paths import path_heatmap, relevance_graph, select_k, top_k_paths
-from ..paths.deconvnet import deconvnet
+from ..paths import deconvnet, path_heatmap, relevance_graph, select_k, top_k_paths
 from ..paths.figures import plot_graph, plot_k_curves, plot_k_path_panels, plot_relevance_vs_activation
 from ..paths.heatmap import DEFAULT_KS
 from ..paths.topk import SCORES

@@ -33,12 +33,10 @@ _PROBES: "weakref.WeakKeyDictionary[Explainer, Probe]" = weakref.WeakKeyDictiona
 
 
 def apply_mask(r: Tensor, masks: Mapping[str, Tensor] | None, layer: str) -> Tensor:
-    """``r`` times the channel mask given for ``layer`` ([C] or [B, C]); unchanged when there is none."""
+    """``r`` times the channel mask [C] given for ``layer``; unchanged when there is none."""
     if masks is None or layer not in masks:
         return r
-    mask = masks[layer]
-    mask = mask.unsqueeze(0) if mask.dim() == 1 else mask
-    return r * mask.reshape(mask.shape[0], mask.shape[1], *([1] * (r.dim() - 2))).to(r.dtype)
+    return r * masks[layer].reshape(1, -1, *([1] * (r.dim() - 2))).to(r.dtype)
 
 
 @dataclass
@@ -130,23 +128,22 @@ class Probe:
 
     # ---------------------------------------------------------------------------------------------- running
     def _inputs(self, x: Tensor, target) -> tuple[Tensor, Tensor | None]:
-        self.explainer._check_input(x)
-        return x, self.explainer._check_target(target, x.shape[0], self.explainer.num_classes, x.device)
-
-    def trace(self, x: Tensor, target=None, masks: Mapping[str, Tensor] | None = None) -> Trace:
-        """Everything about ONE image (``x`` is [1, C, H, W]); ``masks`` as for :meth:`run`."""
         if not isinstance(x, Tensor) or x.dim() < 1 or x.shape[0] != 1:
             raise LrpcError(f"path analysis explains one image at a time: x must have batch size 1, got "
                             f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
+        self.explainer._check_input(x)
+        return x, self.explainer._check_target(target, 1, self.explainer.num_classes, x.device)
+
+    def trace(self, x: Tensor, target=None) -> Trace:
+        """Everything about one image ``x`` ([1, C, H, W])."""
         x, target = self._inputs(x, target)
         with torch.no_grad():  # not inference_mode: flows differentiate through replayed ops
-            (logits, resolved, relevance, *_), activations, relevances, start = self.module(x, target,
-                                                                                           self._masks(masks))
+            (logits, resolved, relevance, *_), activations, relevances, start = self.module(x, target, None)
         return Trace(x, int(resolved[0]), logits, start, relevance, activations, relevances)
 
     def run(self, x: Tensor, target=None, masks: Mapping[str, Tensor] | None = None) -> Tensor:
-        """Input relevance of a batch with the upper relevance of each layer named in ``masks`` multiplied by its
-        channel mask ([C], or [B, C] for one mask per sample) before the layer's rule."""
+        """Input relevance of one image with the upper relevance of each layer named in ``masks`` multiplied by
+        its channel mask [C] before the layer's rule."""
         x, target = self._inputs(x, target)
         with torch.no_grad():
             (_, _, relevance, *_), *_ = self.module(x, target, self._masks(masks))

@@ -13,7 +13,7 @@ module passes to the kernel (``Probe.kernel_call``) and returns the parts, so th
 - ``path_messages``: the message one upper channel sends to one lower channel, batched over paths as a grouped
   transposed convolution, with no other channel computed.
 
-tests/test_paths_terms.py checks ``message`` against every kernel, so a kernel change that is not mirrored here
+tests/test_paths_flows.py checks ``message`` against every kernel, so a kernel change that is not mirrored here
 fails loudly.
 """
 from __future__ import annotations
