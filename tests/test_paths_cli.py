@@ -14,6 +14,7 @@ from lrpc.paths.figures import plot_graph, plot_k_curves, plot_k_path_panels, pl
 from test_paths_flows import image, single_thread, tiny_cnn  # noqa: F401
 
 MODEL_FILE = '''
+import torch
 from lrpc.models.vgg import VGG, make_features
 
 
