@@ -13,21 +13,14 @@ import torch
 from torch import nn
 
 import lrpc
+from lrpc.models.testing import randomize_batchnorm
 
 ARCHS = ("resnet18", "resnet50", "vgg16")
 
 
 def randomized(arch: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    model = lrpc.models.ARCHITECTURES[arch](num_classes=10)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.2)
-    return model.eval()
+    return randomize_batchnorm(lrpc.models.ARCHITECTURES[arch](num_classes=10), seed).eval()
 
 
 def main(argv=None) -> int:

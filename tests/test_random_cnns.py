@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import lrpc
+from lrpc.models.testing import randomize_batchnorm
 
 BLOCKS = ("conv", "grouped", "identity", "projection", "functional_add", "cat", "maxpool", "avgpool", "bn")
 
@@ -84,14 +85,7 @@ plans = st.lists(st.tuples(st.sampled_from(BLOCKS), st.integers(2, 8), st.sample
 
 def check(plan, seed):
     torch.manual_seed(seed)
-    model = RandomCNN(plan)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.3)
-                m.running_var.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.3)
-    model = model.double().eval()
+    model = randomize_batchnorm(RandomCNN(plan), seed).double().eval()
     x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
     explainer = lrpc.compile(model, rules="default", example_input=x[:1])
     exp = explainer(x)
