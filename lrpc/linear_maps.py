@@ -39,9 +39,10 @@ def _conv_transpose(s, like, w, args):
         # (per group): the forward's fast path, where the input-gradient kernel is up to 1.5x slower on CPU
         out_channels, in_per_group = w.shape[:2]
         kernel = w.reshape(groups, out_channels // groups, in_per_group, *w.shape[2:]).transpose(1, 2)
+        if any(k > 1 for k in w.shape[2:]):
+            kernel = kernel.flip(list(range(3, 3 + dims)))
         kernel = kernel.reshape(groups * in_per_group, out_channels // groups, *w.shape[2:])
-        return aten.convolution(s, kernel.flip(list(range(2, 2 + dims))), None, [1] * dims, flipped_padding,
-                                dilation, False, [0] * dims, groups)
+        return aten.convolution(s, kernel, None, [1] * dims, flipped_padding, dilation, False, [0] * dims, groups)
     return aten.convolution_backward(s, like, w, None, stride, padding, dilation, False, [0] * dims,
                                      groups, [True, False, False])[0]
 
