@@ -20,7 +20,7 @@ import torch
 from .. import viz
 from ..compiler import compile as compile_explainer
 from ..data.folder import IMAGE_EXTENSIONS, preprocess_image
-from ..data.normalization import denormalize
+from ..data.normalization import IMAGENET_MEAN, IMAGENET_STD, denormalize
 from ..errors import LrpcError
 from ..imagenet_classes import IMAGENET_CLASSES, imagenet_class_index
 from ..presets import PRESETS, preset
@@ -113,7 +113,6 @@ def _normalization(choice: str, loaded: LoadedModel) -> tuple[tuple[float, ...],
     if choice == "model":
         return loaded.input.mean, loaded.input.std
     if choice == "imagenet":
-        from ..data.normalization import IMAGENET_MEAN, IMAGENET_STD
         return IMAGENET_MEAN, IMAGENET_STD
     return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 
