@@ -103,7 +103,7 @@ class Explainer:
         self._run = torch.compile(self.module, **torch_compile_kwargs)
         return self
 
-    def _check_input(self, x: torch.Tensor) -> None:
+    def check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"input must be a tensor, got {type(x).__name__}")
         if x.dim() != len(self.input_shape):
@@ -117,7 +117,7 @@ class Explainer:
         if not bool(torch.isfinite(x).all()):
             raise LrpcError("input contains NaN or Inf values")
 
-    def _check_target(self, target, batch: int, num_classes: int, device) -> torch.Tensor | None:
+    def check_target(self, target, batch: int, num_classes: int, device) -> torch.Tensor | None:
         if target is None:
             return None
         if isinstance(target, int) and not isinstance(target, bool):
@@ -138,8 +138,8 @@ class Explainer:
         return target
 
     def __call__(self, x: torch.Tensor, target=None) -> Explanation:
-        self._check_input(x)
-        target = self._check_target(target, x.shape[0], self.num_classes, x.device)
+        self.check_input(x)
+        target = self.check_target(target, x.shape[0], self.num_classes, x.device)
         with torch.inference_mode():
             logits, resolved, relevance, layer_sums, node_sums, kept = self._run(x, target)
         relevances = {name: kept[name][0] for name in kept}

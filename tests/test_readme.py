@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = ["README.md", "docs/cli.md", "docs/rules.md", "docs/splitting.md", "docs/presets.md", "docs/metrics.md"]
+DOCUMENTS = ["README.md", "docs/cli.md", "docs/rules.md", "docs/splitting.md", "docs/presets.md", "docs/metrics.md",
+             "docs/paths.md"]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 

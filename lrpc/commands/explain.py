@@ -85,7 +85,7 @@ def output_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def _rules(name: str, mean: Sequence[float], std: Sequence[float]):
+def preset_for_input(name: str, mean: Sequence[float], std: Sequence[float]):
     """The preset; box rules (z^B) get the input's true bounds, pixels 0 and 1 under this normalisation."""
     if "low" in inspect.signature(PRESETS[name]).parameters:
         low = tuple((0.0 - m) / s for m, s in zip(mean, std))
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     if resize < size:
         raise LrpcError(f"--resize {resize} is smaller than the input size {size}")
     mean, std = _normalization(args.normalize, loaded)
-    rules = _rules(args.rules, mean, std)
+    rules = preset_for_input(args.rules, mean, std)
     explainer = compile_explainer(loaded.model, rules, example_input=torch.zeros(1, 3, size, size))
     class_names = loaded.input.class_names
     if class_names is None and explainer.num_classes == len(IMAGENET_CLASSES):

@@ -131,8 +131,8 @@ class Probe:
         if not isinstance(x, Tensor) or x.dim() < 1 or x.shape[0] != 1:
             raise LrpcError(f"path analysis explains one image at a time: x must have batch size 1, got "
                             f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}")
-        self.explainer._check_input(x)
-        return x, self.explainer._check_target(target, 1, self.explainer.num_classes, x.device)
+        self.explainer.check_input(x)
+        return x, self.explainer.check_target(target, 1, self.explainer.num_classes, x.device)
 
     def trace(self, x: Tensor, target=None) -> Trace:
         """Everything about one image ``x`` ([1, C, H, W])."""
