@@ -30,19 +30,24 @@ def _conv_forward(x, w, b, args):
     return aten.convolution(x, w, b, stride, padding, dilation, False, [0] * len(stride), groups)
 
 
+def _flipped_conv(s, w, padding, dilation, groups):
+    """The transpose of a stride-1 conv as a forward conv: the kernel flipped and its channel axes swapped (per
+    group). Runs the forward's fast path, where the input-gradient kernel is up to 1.5x slower on CPU."""
+    dims = w.dim() - 2
+    out_channels, in_per_group = w.shape[:2]
+    kernel = w.reshape(groups, out_channels // groups, in_per_group, *w.shape[2:]).transpose(1, 2)
+    if any(k > 1 for k in w.shape[2:]):
+        kernel = kernel.flip(list(range(3, 3 + dims)))
+    kernel = kernel.reshape(groups * in_per_group, out_channels // groups, *w.shape[2:])
+    return aten.convolution(s, kernel, None, [1] * dims, padding, dilation, False, [0] * dims, groups)
+
+
 def _conv_transpose(s, like, w, args):
     stride, padding, dilation, groups = args
     dims = len(stride)
     flipped_padding = [d * (k - 1) - p for k, p, d in zip(w.shape[2:], padding, dilation)]
     if all(st == 1 for st in stride) and min(flipped_padding) >= 0:
-        # a stride-1 conv's transpose is a forward conv with the kernel flipped and its channel axes swapped
-        # (per group): the forward's fast path, where the input-gradient kernel is up to 1.5x slower on CPU
-        out_channels, in_per_group = w.shape[:2]
-        kernel = w.reshape(groups, out_channels // groups, in_per_group, *w.shape[2:]).transpose(1, 2)
-        if any(k > 1 for k in w.shape[2:]):
-            kernel = kernel.flip(list(range(3, 3 + dims)))
-        kernel = kernel.reshape(groups * in_per_group, out_channels // groups, *w.shape[2:])
-        return aten.convolution(s, kernel, None, [1] * dims, flipped_padding, dilation, False, [0] * dims, groups)
+        return _flipped_conv(s, w, flipped_padding, dilation, groups)
     return aten.convolution_backward(s, like, w, None, stride, padding, dilation, False, [0] * dims,
                                      groups, [True, False, False])[0]
 
