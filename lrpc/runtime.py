@@ -74,6 +74,8 @@ class Explainer:
         self.input_shape = tuple(example_input.shape)
         self.num_classes = num_classes
         self._run = module
+        self._compile_kwargs: dict | None = None   # set by compile(); applies to the multi-target module too
+        self._multi_run = None                    # built on the first explain_targets call
 
     @property
     def code(self) -> str:
@@ -96,11 +98,15 @@ class Explainer:
         """Move (or cast) the generated module: its rule constants and, because they are shared rather than
         copied, the model's own submodules with them."""
         self.module.to(*args, **kwargs)
+        self._multi_run = None  # it holds references to the constants as they were
         return self
 
     def compile(self, **torch_compile_kwargs) -> "Explainer":
-        """Hand the whole generated module to ``torch.compile`` as one graph."""
+        """Hand the whole generated module to ``torch.compile`` as one graph (on CPU, inductor needs a C++
+        compiler). The first call compiles (tens of seconds for a ResNet); later calls reuse the code."""
+        self._compile_kwargs = torch_compile_kwargs
         self._run = torch.compile(self.module, **torch_compile_kwargs)
+        self._multi_run = None
         return self
 
     def check_input(self, x: torch.Tensor) -> None:
@@ -141,7 +147,45 @@ class Explainer:
         self.check_input(x)
         target = self.check_target(target, x.shape[0], self.num_classes, x.device)
         with torch.inference_mode():
-            logits, resolved, relevance, layer_sums, node_sums, kept = self._run(x, target)
+            return self._explanation(self._run(x, target))
+
+    def explain_targets(self, x: torch.Tensor, targets) -> Explanation:
+        """Explain K classes of every image with ONE forward pass: the relevance pass runs on B·K rows (the
+        activations repeated per target). ``targets``: K class indices for every image (a list or a LongTensor
+        [K]) or one row per image (LongTensor [B, K]). The explanation has B·K rows, image-major: row b·K + k
+        explains image b for its k-th target (``exp.relevance.view(B, K, *x.shape[1:])``)."""
+        from .multitarget import check_batch_major, multi_target_module
+        self.check_input(x)
+        targets = self._target_matrix(targets, x.shape[0], x.device)
+        repeats = targets.shape[1]
+        flat = self.check_target(targets.reshape(-1), targets.numel(), self.num_classes, x.device)
+        if self._multi_run is None:
+            check_batch_major(self.plans)
+            module = multi_target_module(self.module)
+            self._multi_run = module if self._compile_kwargs is None else torch.compile(module, **self._compile_kwargs)
+        with torch.inference_mode():
+            return self._explanation(self._multi_run(x, flat, repeats))
+
+    def _target_matrix(self, targets, batch: int, device) -> torch.Tensor:
+        """``targets`` of explain_targets as a LongTensor [B, K]."""
+        if isinstance(targets, (list, tuple)):
+            if not targets or not all(isinstance(t, int) and not isinstance(t, bool) for t in targets):
+                raise LrpcError(f"targets must be a non-empty list of class indices, got {targets!r}")
+            targets = torch.tensor(targets, dtype=torch.long, device=device)
+        if not isinstance(targets, torch.Tensor):
+            raise LrpcError(f"targets must be a list of ints or a LongTensor [K] or [B, K], got "
+                            f"{type(targets).__name__}")
+        if targets.dtype not in (torch.int64, torch.int32):
+            raise LrpcError(f"targets must be an integer tensor, got {targets.dtype}")
+        if targets.dim() == 1:
+            targets = targets.unsqueeze(0).expand(batch, -1)
+        if targets.dim() != 2 or targets.shape[0] != batch or targets.shape[1] == 0:
+            raise LrpcError(f"targets must be [K] or [B, K] with B = {batch} images and K >= 1, got shape "
+                            f"{tuple(targets.shape)}")
+        return targets.to(device=device, dtype=torch.long)
+
+    def _explanation(self, outputs) -> Explanation:
+        logits, resolved, relevance, layer_sums, node_sums, kept = outputs
         relevances = {name: kept[name][0] for name in kept}
         activations = {name: kept[name][1] for name in kept}
         return Explanation(relevance, logits, resolved, layer_sums, node_sums, self.layer_names, self,

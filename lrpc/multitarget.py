@@ -1,0 +1,66 @@
+"""Several targets per image with one forward pass.
+
+``multi_target_module`` rewrites a generated relevance module so that its forward section runs once on the B
+images and its relevance section on B·K rows: every forward activation the relevance section reads is repeated
+K times along the batch (image-major: row b·K + k is image b with its k-th target), right before its first use
+there. An activation is therefore copied only once the relevance pass reaches it, and its un-repeated original
+is freed at that point — peak memory grows like the relevance messages do, not by K copies of the forward.
+
+The rewrite assumes dimension 0 of every activation on the relevance path is the batch (true of CNNs); graphs
+that permute it away are refused.
+"""
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+
+from . import kernels
+from .errors import LrpcError
+
+
+def repeat_batch(t: torch.Tensor, repeats: int) -> torch.Tensor:
+    return t.repeat_interleave(repeats, dim=0)
+
+
+def check_batch_major(plans) -> None:
+    """Refuse a graph whose relevance path moves the batch away from dimension 0."""
+    for name, plan in plans.items():
+        if plan.info.kind == "permute" and plan.info.args[0] % len(plan.info.args) != 0:
+            raise LrpcError(f"explain_targets needs the batch in dimension 0 of every activation, but node "
+                            f"{name!r} permutes it to {tuple(plan.info.args)}; call the explainer once per target")
+
+
+def multi_target_module(module: fx.GraphModule) -> fx.GraphModule:
+    """``forward(x, target, repeats)``: ``target`` has B·repeats entries; every output has B·repeats rows."""
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    forward_values: set[fx.Node] = set()   # batch-major tensors computed before the relevance section
+    repeated: dict[fx.Node, fx.Node] = {}
+    repeats = None
+    in_relevance = False
+
+    def relevance_arg(node: fx.Node) -> fx.Node:
+        if node not in forward_values:
+            return env[node]
+        if node not in repeated:
+            repeated[node] = graph.call_function(repeat_batch, (env[node], repeats), name=f"repeat_{node.name}")
+        return repeated[node]
+
+    for node in module.graph.nodes:
+        if node.op == "placeholder":
+            env[node] = graph.node_copy(node, env.__getitem__)
+            if node.name != "target":
+                forward_values.add(node)
+            continue
+        if repeats is None:
+            repeats = graph.placeholder("repeats", default_value=1)
+        in_relevance = in_relevance or node.target is kernels.resolve_target
+        if in_relevance:
+            env[node] = graph.node_copy(node, relevance_arg)
+        else:
+            env[node] = graph.node_copy(node, env.__getitem__)
+            if node.op != "get_attr":
+                forward_values.add(node)
+    if not in_relevance:
+        raise AssertionError("the generated module has no relevance section (no resolve_target node)")
+    return fx.GraphModule(module, graph, class_name="MultiTargetRelevanceModule")
