@@ -8,6 +8,7 @@ Weightless maps (pools, means) have ``weighted = False``; their implicit weights
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,16 +31,40 @@ def _conv_forward(x, w, b, args):
     return aten.convolution(x, w, b, stride, padding, dilation, False, [0] * len(stride), groups)
 
 
-def _flipped_conv(s, w, padding, dilation, groups):
-    """The transpose of a stride-1 conv as a forward conv: the kernel flipped and its channel axes swapped (per
-    group). Runs the forward's fast path, where the input-gradient kernel is up to 1.5x slower on CPU."""
+def _flip_kernel(w: torch.Tensor, groups: int) -> torch.Tensor:
+    """The kernel of a stride-1 conv's transpose: ``w`` flipped, its channel axes swapped (per group)."""
     dims = w.dim() - 2
     out_channels, in_per_group = w.shape[:2]
     kernel = w.reshape(groups, out_channels // groups, in_per_group, *w.shape[2:]).transpose(1, 2)
     if any(k > 1 for k in w.shape[2:]):
         kernel = kernel.flip(list(range(3, 3 + dims)))
-    kernel = kernel.reshape(groups * in_per_group, out_channels // groups, *w.shape[2:])
-    return aten.convolution(s, kernel, None, [1] * dims, padding, dilation, False, [0] * dims, groups)
+    return kernel.reshape(groups * in_per_group, out_channels // groups, *w.shape[2:]).contiguous()
+
+
+# flipped kernels of the rule constants, made on first use: one weight copy per layer, not one per call. Keyed by
+# id (tensors compare elementwise, so they make poor dict keys); an entry goes when its weight does.
+_FLIPPED: dict[int, tuple[weakref.ref, int, int, torch.Tensor]] = {}
+
+
+def _flipped_kernel(w: torch.Tensor, groups: int) -> torch.Tensor:
+    if torch.compiler.is_compiling() or w.requires_grad or w.is_inference():
+        return _flip_kernel(w, groups)
+    key = id(w)
+    entry = _FLIPPED.get(key)
+    if entry is None or entry[0]() is not w or entry[1:3] != (w._version, groups):  # _version: in-place edits
+        with torch.inference_mode(False), torch.no_grad():   # usable later where autograd records, too
+            kernel = _flip_kernel(w, groups)
+        entry = (weakref.ref(w, lambda _, key=key: _FLIPPED.pop(key, None)), w._version, groups, kernel)
+        _FLIPPED[key] = entry
+    return entry[3]
+
+
+def _flipped_conv(s, w, padding, dilation, groups):
+    """The transpose of a stride-1 conv as a forward conv with the flipped kernel: the forward's fast path, where
+    the input-gradient kernel is up to 1.5x slower on CPU."""
+    dims = w.dim() - 2
+    return aten.convolution(s, _flipped_kernel(w, groups), None, [1] * dims, padding, dilation, False,
+                            [0] * dims, groups)
 
 
 def _conv_transpose(s, like, w, args):
