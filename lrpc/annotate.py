@@ -7,7 +7,7 @@ against the layer it lands on (e.g. z^B needs weights; the 2x2 max-pool stand-in
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch.fx as fx
 
@@ -34,7 +34,6 @@ class NodePlan:
     splitting: Splitting | None = None
     add_kind: AddKind | None = None
     layer: LayerContext | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def _audit_line(node: fx.Node, gm: fx.GraphModule, reason: str) -> str:

@@ -124,7 +124,7 @@ def fold_zero_padding(gm: fx.GraphModule) -> None:
         if len(amounts) != 2 * dims:  # pads batch or channel dims too
             continue
         pairs = [amounts[2 * k:2 * k + 2] for k in range(dims)][::-1]  # F.pad lists the last dim first
-        folded = [min(pair) for pair in pairs]
+        folded = [max(0, min(pair)) for pair in pairs]  # a negative pad is a crop: it stays explicit
         if not any(folded):
             continue
         remainder = tuple(v for pair, s in zip(pairs[::-1], folded[::-1]) for v in (pair[0] - s, pair[1] - s))
@@ -188,11 +188,15 @@ def fold_batchnorm(gm: fx.GraphModule) -> None:
         if info is None:
             continue
         bn = gm.get_submodule(bn_node.target)
+        if bn.running_mean is None or bn.running_var is None:  # batch statistics even in eval: not affine
+            continue
         with torch.no_grad():
-            scale = bn.weight / (bn.running_var + bn.eps).sqrt()
+            gamma = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
+            beta = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
+            scale = gamma / (bn.running_var + bn.eps).sqrt()
             weight = info.weight * scale.view(-1, *([1] * (info.weight.dim() - 1)))
             bias = info.bias if info.bias is not None else torch.zeros_like(bn.running_mean)
-            bias = (bias - bn.running_mean) * scale + bn.bias
+            bias = (bias - bn.running_mean) * scale + beta
         path, type_name = module_of(layer_node, gm)
         prefix = layer_node.name
         gm.register_buffer(f"lrpc_folded_{prefix}_weight", weight.detach().clone())
@@ -205,8 +209,8 @@ def fold_batchnorm(gm: fx.GraphModule) -> None:
         else:
             fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[weight.dim() - 2]
             args = (info.inputs[0], w, b, *info.args)
-        # the layer node itself becomes the folded op, so it keeps its name in sums and dumps
-        layer_node.meta["lrpc_module"] = (path, f"{type_name or fn.__name__}+{type(bn).__name__}")
+        # the layer node itself becomes the folded op, so it keeps its name and type for rules, sums and dumps
+        layer_node.meta["lrpc_module"] = (path, type_name)
         layer_node.meta["lrpc_folded"] = bn_node.target
         layer_node.op, layer_node.target, layer_node.args, layer_node.kwargs = "call_function", fn, args, {}
         bn_node.replace_all_uses_with(layer_node)

@@ -70,11 +70,6 @@ def check_finite(t: torch.Tensor, *, node: str, what: str) -> torch.Tensor:
     return t
 
 
-def gate_relevance(r: torch.Tensor) -> torch.Tensor:
-    """y = x ⊙ g with g a gate: all relevance stays with x."""
-    return r
-
-
 def maxpool_relevance(a, out, r, *, mode, kernel, stride, padding, dilation, ceil_mode, eps):
     """``winner``: all to each window's arg-max (the gradient of max); ``proportional``: to every input of the
     window in proportion to its activation; ``avg2x2``: the Otsuki et al. stand-in, a 2x2/stride-2 average pool

@@ -223,8 +223,23 @@ def amax(node, ctx):
     return OpInfo("amax", (x,), args=(dims, bool(arg(node, 2, "keepdim", False))), nonneg="inputs")
 
 
+def depends_on_input(node: fx.Node) -> bool:
+    """Whether a placeholder feeds this node; a parameter read through ``.view`` or arithmetic does not."""
+    if "lrpc_depends_on_input" not in node.meta:
+        stack, seen, found = [node], set(), False
+        while stack and not found:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            found = n.op == "placeholder" or n.meta.get("lrpc_depends_on_input", False)
+            stack.extend(n.all_input_nodes)
+        node.meta["lrpc_depends_on_input"] = found
+    return node.meta["lrpc_depends_on_input"]
+
+
 def _is_constant(v: Any) -> bool:
-    return not isinstance(v, fx.Node) or v.op == "get_attr" or not is_tensor(v)
+    return not isinstance(v, fx.Node) or not is_tensor(v) or not depends_on_input(v)
 
 
 def add(node, ctx):
@@ -265,6 +280,13 @@ def mul(node, ctx):
     return OpInfo("gate", (signal,), extra={"gate": gate}, nonneg="never")
 
 
+def subtract(node, ctx):
+    a, b = arg(node, 0, "input"), arg(node, 1, "other")
+    if not _is_constant(a) and _is_constant(b):  # x - mean: a shift, like a bias; relevance stays with x
+        return OpInfo("pass", (a,))
+    raise Unsupported("subtraction of a signal (only `signal - constant` has a relevance op)")
+
+
 def scale(node, ctx):
     a, b = arg(node, 0, "input"), arg(node, 1, "other")
     if not _is_constant(b):
@@ -281,7 +303,6 @@ MODULE_TABLE: dict[type, Callable] = {
     nn.Hardsigmoid: elementwise("always"), nn.Softmax: elementwise("always"),
     nn.GELU: elementwise(), nn.SiLU: elementwise(), nn.Tanh: elementwise(), nn.Hardswish: elementwise(),
     nn.LeakyReLU: elementwise(), nn.ELU: elementwise(), nn.Hardtanh: elementwise(), nn.Mish: elementwise(),
-    nn.Dropout: elementwise("inputs"), nn.Dropout2d: elementwise("inputs"), nn.Identity: elementwise("inputs"),
     nn.MaxPool2d: maxpool_module,
     nn.AvgPool2d: avg_pool_module,
     nn.AdaptiveAvgPool2d: adaptive_avg_pool,
@@ -293,12 +314,11 @@ FUNCTION_TABLE: dict[Any, Callable] = {
     F.conv1d: conv_function, F.conv2d: conv_function, F.conv3d: conv_function,
     F.linear: linear_function,
     operator.add: add, torch.add: add, operator.mul: mul, torch.mul: mul,
-    operator.truediv: scale, torch.div: scale,
+    operator.truediv: scale, torch.div: scale, operator.sub: subtract, torch.sub: subtract,
     F.relu: elementwise("always"), torch.relu: elementwise("always"), F.relu6: elementwise("always"),
     torch.sigmoid: elementwise("always"), F.sigmoid: elementwise("always"), F.hardsigmoid: elementwise("always"),
     F.hardtanh: elementwise(), F.gelu: elementwise(), F.silu: elementwise(), torch.tanh: elementwise(),
     F.hardswish: elementwise(), F.leaky_relu: elementwise(), F.elu: elementwise(),
-    F.dropout: elementwise("inputs"),
     F.max_pool2d: maxpool_function, torch.max_pool2d: maxpool_function,
     F.avg_pool2d: avg_pool_function, torch._C._nn.avg_pool2d: avg_pool_function,
     F.adaptive_avg_pool2d: adaptive_avg_pool,
@@ -310,12 +330,11 @@ FUNCTION_TABLE: dict[Any, Callable] = {
 }
 
 METHOD_TABLE: dict[str, Callable] = {
-    "add": add, "mul": mul, "div": scale,
+    "add": add, "mul": mul, "div": scale, "sub": subtract,
     "relu": elementwise("always"), "sigmoid": elementwise("always"), "tanh": elementwise(),
     "view": reshape, "reshape": reshape, "flatten": reshape, "squeeze": reshape, "unsqueeze": reshape,
     "view_as": reshape, "reshape_as": reshape,
     "permute": permute,
-    "contiguous": elementwise("inputs"), "clone": elementwise("inputs"),
     "mean": _reduce(True), "sum": _reduce(False), "amax": amax,
 }
 
@@ -335,7 +354,7 @@ def op_info(node: fx.Node, ctx: Context) -> OpInfo:
     """The table lookup. Raises ``Unsupported`` for nodes on the relevance path that have no entry."""
     if node.op == "placeholder":
         return OpInfo("input")
-    if node.op in ("get_attr", "output") or not is_tensor(node):
+    if node.op in ("get_attr", "output") or not is_tensor(node) or not depends_on_input(node):
         return OpInfo("inert")
     if node.op == "call_module":
         module = ctx.module(node)

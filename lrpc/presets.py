@@ -62,10 +62,18 @@ class Rules:
     splitting: Splitting = Splitting()
     batchnorm: str = "pass"
     start: str = "softmax"
-    conserving: bool = False
     description: str = ""
 
     def __post_init__(self):
+        for kind in ("conv", "linear", "pool"):
+            if not isinstance(getattr(self, kind), Rule):
+                raise LrpcError(f"Rules.{kind} must be a rule object such as lrpc.rules.ZPlus(), "
+                                f"got {getattr(self, kind)!r}")
+        for entry in self.layers:
+            if not (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], Rule)):
+                raise LrpcError(f"Rules.layers entries are (selector, rule) pairs, got {entry!r}")
+        if not isinstance(self.splitting, Splitting):
+            raise LrpcError(f"Rules.splitting must be lrpc.Splitting(...), got {self.splitting!r}")
         if self.maxpool not in MAXPOOL_MODES:
             raise LrpcError(f"unknown maxpool mode {self.maxpool!r}; choose one of {MAXPOOL_MODES}")
         if self.start not in START_MODES:
@@ -127,7 +135,7 @@ def default() -> Rules:
     # no stabiliser is needed: the fallback handles every output whose positive part is zero
     zplus = ZPlus(epsilon=0.0, stabilizer="none", bias=False, fallback=True)
     return Rules(conv=zplus, linear=zplus, pool=zplus, maxpool="winner", splitting=Splitting("ratio", True),
-                 start="softmax", conserving=True,
+                 start="softmax",
                  description="the paper's method without the legacy quirks: z+ (α1β0 on signed inputs, biases "
                              "out, no stabiliser, outputs without positive evidence routed through their negative "
                              "contributions instead of dropped), true max-pool windows (winner-take-all), ratio splitting "

@@ -202,5 +202,7 @@ class RelevancePass:
                               name=tag)
             for k, producer in enumerate(info.inputs):
                 self.send(producer, n, self.call(operator.getitem, (parts, k), name=f"{tag}_{k}"))
+        elif kind == "inert":  # a constant tensor (e.g. concatenated to a signal) absorbs its share, like a bias
+            return
         else:  # annotate admits no other kind onto the relevance path
             raise AssertionError(f"relevance pass reached node {n.name} of kind {kind}")

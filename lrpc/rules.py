@@ -50,6 +50,13 @@ class Rule:
         params = ", ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
         return f"{self.name}({params})"
 
+    def __post_init__(self):
+        stabilizer = getattr(self, "stabilizer", "none")
+        if stabilizer not in MODES:
+            raise LrpcError(f"{self.name}: unknown stabilizer {stabilizer!r}; choose one of {MODES}")
+        if getattr(self, "epsilon", 0.0) < 0:
+            raise LrpcError(f"{self.name}: epsilon must be >= 0, got {self.epsilon}")
+
 
 # ----------------------------------------------------------------------------------------------- epsilon / LRP-0
 def epsilon_kernel(a, out, r, weight, bias, *, map, args, nonneg, eps, stab, use_bias):
@@ -187,11 +194,10 @@ class AlphaBeta(Rule):
     kernel: ClassVar = staticmethod(alpha_beta_kernel)
 
     def __post_init__(self):
+        super().__post_init__()
         if self.alpha < 0 or self.beta < 0 or abs(self.alpha - self.beta - 1.0) > 1e-12:
             raise LrpcError(f"{self.name}: need alpha >= 0, beta >= 0 and alpha - beta = 1, got "
                             f"alpha={self.alpha}, beta={self.beta}")
-        if self.stabilizer not in MODES:
-            raise LrpcError(f"{self.name}: unknown stabilizer {self.stabilizer!r}; choose one of {MODES}")
         if self.fallback and self.beta != 0.0:
             raise LrpcError(f"{self.name}: fallback=True is for z+ (beta=0) only")
 
@@ -360,5 +366,3 @@ class Pass(Rule):
     def kernel_kwargs(self):
         return {}
 
-
-RULES: dict[str, type[Rule]] = {r.name: r for r in (Zero, Epsilon, ZPlus, AlphaBeta, Gamma, ZBox, Flat, WSquare, Pass)}

@@ -49,9 +49,9 @@ def split_add(r, x0, x1, *, mode, eps, silent):
     elif mode == "ratio":
         # m0 and share0 are this function's own temporaries (autograd saves neither), so they are reused in place
         m0 = x0.abs()
-        total = x1.abs().add_(m0)
+        total = m0 + x1.abs()  # out of place: an operand may be broadcast (x + bias-like tensor)
         # 0/0 (both operands zero) splits evenly; it is the only NaN finite activations give here
-        share0 = m0.div_(total).nan_to_num_(nan=0.5)
+        share0 = (m0.div_(total) if m0.shape == total.shape else m0 / total).nan_to_num_(nan=0.5)
         r0 = share0.mul_(r) if share0.shape == r.shape else r * share0
         r1 = r - r0
     else:

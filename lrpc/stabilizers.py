@@ -14,6 +14,8 @@ MODES = ("sign", "add", "rms", "none")
 
 def divide(r: torch.Tensor, z: torch.Tensor, mode: str, eps: float) -> torch.Tensor:
     """r / stab(z), the one division every rule makes."""
+    if mode in ("sign", "add") and eps == 0:  # no shift at all: fall back to LRP-0's 0/0 := 0 instead of NaN
+        mode = "none"
     if mode == "sign":
         return r / (z + torch.where(z >= 0, eps, -eps))
     if mode == "add":

@@ -42,10 +42,11 @@ def trace(model: nn.Module, leaf_modules: Iterable[type | str] = ()) -> fx.Graph
     """Trace ``model`` into a GraphModule that shares (never copies) the model's submodules and parameters."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"lrpc.compile expects a torch.nn.Module, got {type(model).__name__}")
-    if model.training:
-        raise LrpcError(f"{type(model).__name__} is in training mode: call model.eval() before lrpc.compile "
-                        "(BatchNorm and Dropout must use their inference behaviour; lrpc never changes the "
-                        "model's mode for you)")
+    training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
+    if training:
+        raise LrpcError(f"{', '.join(training[:5])}{' ...' if len(training) > 5 else ''} in training mode: call "
+                        "model.eval() before lrpc.compile (BatchNorm and Dropout must use their inference "
+                        "behaviour; lrpc never changes the model's mode for you)")
     tracer = LeafTracer(leaf_modules)
     try:
         graph = tracer.trace(model)

@@ -102,7 +102,7 @@ class Unsupported(nn.Module):
 
     def forward(self, x):
         x = torch.sin(self.conv(x))
-        x = x - 1.0
+        x = x - x.amax((2, 3), keepdim=True)
         return self.fc(x.mean((2, 3)))
 
 
@@ -181,3 +181,33 @@ def test_the_suggested_leaf_fix_works():
     assert float(explainer(torch.randn(3, 4)).conservation_error().max()) < 1e-5
     with pytest.raises(LrpcError, match="module type Gate has no relevance op"):
         lrpc.compile(WithGate().eval(), example_input=torch.randn(1, 4), leaf_modules=[Gate])
+
+
+def test_rule_and_rule_set_parameters_are_validated():
+    with pytest.raises(LrpcError, match="unknown stabilizer 'bogus'"):
+        lrpc.rules.Epsilon(stabilizer="bogus")
+    with pytest.raises(LrpcError, match="epsilon must be >= 0"):
+        lrpc.rules.Gamma(epsilon=-1.0)
+    with pytest.raises(LrpcError, match="Rules.conv must be a rule object"):
+        lrpc.Rules(conv="zplus")
+    with pytest.raises(LrpcError, match=r"Rules.splitting must be lrpc.Splitting"):
+        lrpc.preset("default", splitting="symmetric")
+    with pytest.raises(LrpcError, match=r"\(selector, rule\) pairs"):
+        lrpc.Rules(layers=(("first", "flat"),))
+
+
+def test_a_submodule_in_training_mode_is_refused():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.randn(2, 3, 6, 6))
+    model.eval()
+    model[1].train()
+    with pytest.raises(LrpcError, match="1 in training mode"):
+        lrpc.compile(model, example_input=torch.randn(1, 3, 6, 6))
+
+
+def test_epsilon_zero_with_a_sign_stabiliser_does_not_produce_nan():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(16, 2)).eval()
+    rules = lrpc.Rules(conv=lrpc.rules.Epsilon(0.0), linear=lrpc.rules.Epsilon(0.0))
+    exp = lrpc.compile(model, rules=rules, example_input=torch.randn(1, 3, 6, 6))(torch.randn(4, 3, 6, 6))
+    assert torch.isfinite(exp.relevance).all()

@@ -157,3 +157,41 @@ def test_a_module_used_twice_shares_its_rule_constants():
     explainer = lrpc.compile(model, rules="default", example_input=torch.rand(1, 3, 12, 12))
     buffers = [name for name, _ in explainer.module.named_buffers() if name.startswith("lrpc_const_shared")]
     assert len(buffers) == 2  # W⁺ and W⁻ of `shared`, once, although the module is called twice
+
+
+class ConstantsAndBroadcasts(nn.Module):
+    """A bias read through .view, an in-model normalisation, a broadcast residual operand, a cropped conv input,
+    and a FrozenBatchNorm-style affine made of buffers."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1))
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.d = nn.Conv2d(3, 4, 1)
+        self.register_parameter("b", nn.Parameter(torch.randn(4)))
+        self.register_buffer("frozen_scale", torch.rand(4) + 0.5)
+        self.register_buffer("frozen_shift", torch.randn(4))
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = (x - self.mean) / 0.25
+        y = self.conv(F.pad(x, (-1, -1, -1, -1))) + self.b.view(1, -1, 1, 1)
+        y = torch.relu(y + self.d(F.pad(x, (-1,) * 4)).mean((2, 3), keepdim=True))
+        y = y * self.frozen_scale.view(1, -1, 1, 1) + self.frozen_shift.reshape(1, -1, 1, 1)
+        return self.fc(y.mean((2, 3)))
+
+
+def test_constants_through_views_broadcast_adds_and_crops():
+    torch.manual_seed(6)
+    model = ConstantsAndBroadcasts().double().eval()
+    x = torch.rand(2, 3, 10, 10, dtype=torch.float64)
+    for preset in ("default", "otsuki2024-iii", "epsilon-plus"):
+        explainer = lrpc.compile(model, rules=preset, example_input=x[:1])
+        exp = explainer(x)
+        with torch.no_grad():
+            torch.testing.assert_close(exp.logits, model(x))   # the compiled forward is the model's
+        assert torch.isfinite(exp.relevance).all()
+    adds = [p for p in explainer.plans.values() if p.info.kind == "add"]
+    assert len(adds) == 1 and adds[0].add_kind.kind in ("projection", "generic")   # the broadcast residual add
+    exp = lrpc.compile(model, rules="default", example_input=x[:1])(x)
+    assert float(exp.conservation_error().max()) < 1e-9

@@ -51,3 +51,21 @@ def test_mixture_switches_rules_after_the_eighth_block():
     assert names["layer3_0_conv3"] == "ZPlus"       # inside block 8
     assert names["layer3_1_conv1"] == "Epsilon"     # block 9
     assert names["fc"] == "Epsilon" and names["layer1_0_conv1"] == "ZPlus"
+
+
+def test_type_selectors_still_match_convs_with_folded_batchnorm():
+    model = lrpc.models.resnet18(num_classes=4).eval()
+    rules = lrpc.preset("epsilon-plus").replace(layers=((nn.Conv2d, Zero()),))
+    names = rule_names(lrpc.compile(model, rules=rules, example_input=torch.randn(1, 3, 32, 32)))
+    assert all(rule == "Zero" for name, rule in names.items() if name not in ("fc", "avgpool"))
+
+
+def test_batchnorm_without_affine_parameters_or_running_stats():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, affine=False), nn.ReLU(),
+                          nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4, track_running_stats=False), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(16, 2)).eval()
+    x = torch.randn(3, 3, 6, 6)
+    exp = lrpc.compile(model, rules="epsilon-plus", example_input=x[:1])(x)
+    with torch.no_grad():
+        torch.testing.assert_close(exp.logits, model(x))
+    assert torch.isfinite(exp.relevance).all()
