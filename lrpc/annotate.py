@@ -31,6 +31,7 @@ class NodePlan:
     nonneg: bool = False
     rule: Rule | None = None
     maxpool: str | None = None
+    maxpool_epsilon: float = 0.0
     splitting: Splitting | None = None
     add_kind: AddKind | None = None
     layer: LayerContext | None = None
@@ -97,6 +98,7 @@ def annotate(gm: fx.GraphModule, rules: Rules) -> tuple[dict[fx.Node, NodePlan],
             _check_rule(plan, gm)
         elif info.kind == "maxpool":
             plan.maxpool = rules.maxpool
+            plan.maxpool_epsilon = rules.maxpool_epsilon if rules.maxpool == "avg2x2" else 0.0
             _check_maxpool(plan, gm)
         elif info.kind == "add":
             plan.splitting = rules.splitting

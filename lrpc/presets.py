@@ -59,6 +59,7 @@ class Rules:
     pool: Rule = ZPlus()
     layers: Sequence[tuple[Selector, Rule]] = ()
     maxpool: str = "winner"
+    maxpool_epsilon: float = 1e-5   # stabiliser of the avg2x2 stand-in (the authors' value)
     splitting: Splitting = Splitting()
     batchnorm: str = "pass"
     start: str = "softmax"
@@ -176,7 +177,7 @@ def montavon_vgg16(low: Any = IMAGENET_LOW, high: Any = IMAGENET_HIGH) -> Rules:
     return Rules(conv=eps_rms, linear=Zero(), pool=ZPlus(epsilon=1e-9),
                  layers=(("first", ZBox(low, high, epsilon=1e-9)),
                          (lambda c: c.map == "conv" and 1 <= c.index <= 6, gamma)),
-                 maxpool="avg2x2", start="logit",
+                 maxpool="avg2x2", maxpool_epsilon=1e-9, start="logit",
                  description="Montavon et al. (VGG-16): z^B on conv1_1, γ=0.25 on conv1_2…conv3_3, "
                              "ε=0.25·RMS(z) on conv4_1…conv5_3, LRP-0 on the classifier, max-pool as 2x2 average, "
                              "start from the target logit")

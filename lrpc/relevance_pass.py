@@ -182,7 +182,7 @@ class RelevancePass:
             message = self.call(kernels.maxpool_relevance, (ins[0], self.env[n], r),
                                 {"mode": plan.maxpool, "kernel": kernel, "stride": stride, "padding": padding,
                                  "dilation": dilation, "ceil_mode": ceil_mode,
-                                 "eps": 1e-5 if plan.maxpool == "avg2x2" else 0.0}, name=tag)
+                                 "eps": plan.maxpool_epsilon}, name=tag)
             self.send(info.inputs[0], n, message)
         elif kind == "amax":
             dims, keepdim = info.args

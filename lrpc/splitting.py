@@ -32,6 +32,9 @@ class Splitting:
     def __post_init__(self):
         if self.mode not in SPLIT_MODES:
             raise LrpcError(f"unknown splitting mode {self.mode!r}; choose one of {SPLIT_MODES}")
+        if self.epsilon and self.mode != "proportional":
+            raise LrpcError(f"Splitting epsilon is the stabiliser of the proportional split; {self.mode!r} splits "
+                            "exactly (0/0 evenly) and takes none")
 
     def describe(self) -> str:
         extra = f", epsilon={self.epsilon}" if self.mode == "proportional" else ""

@@ -216,61 +216,63 @@ def test_default_preset_matches_reference_and_conserves():
     assert float(exp.conservation_error().max()) < 1e-12
 
 
-class TinyVGG(nn.Module):
+class EightConvVGG(nn.Module):
+    """VGG's pattern with 8 convs, so every rule range of the montavon-vgg16 preset is exercised."""
+
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(inplace=True),
-                                      nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2),
-                                      nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2))
-        self.classifier = nn.Sequential(nn.Linear(16, 6), nn.ReLU(inplace=True), nn.Dropout(), nn.Linear(6, 5))
+        layers, c = [], 2
+        for width, pool in [(3, False), (3, True), (4, False), (4, True), (4, False), (4, False), (3, False),
+                            (3, True)]:
+            layers += [nn.Conv2d(c, width, 3, padding=1), nn.ReLU(inplace=True)]
+            layers += [nn.MaxPool2d(2, 2)] if pool else []
+            c = width
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Linear(12, 6), nn.ReLU(inplace=True), nn.Dropout(), nn.Linear(6, 5))
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
 def test_montavon_preset_matches_reference():
-    """z^B first, γ (original) on the next convs, ε·RMS on the last, LRP-0 classifier, 2x2-average max-pools."""
+    """z^B on conv 1, γ (original) on convs 2–7, ε·RMS on conv 8, LRP-0 classifier, 2x2-average max-pools."""
     torch.manual_seed(5)
-    model = TinyVGG().double().eval()
+    model = EightConvVGG().double().eval()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.5)
-    x = torch.randn(2, 2, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    rules = lrpc.Rules(conv=Epsilon(0.25, "rms"), linear=Zero(), pool=ZPlus(epsilon=1e-9),
-                       layers=(("first", ZBox(LOW, HIGH, epsilon=1e-9)),
-                               (lambda c: c.map == "conv" and c.index == 1, Gamma(0.25, 1e-9, generalized=False))),
-                       maxpool="avg2x2", start="logit")
-    assert [type(r).__name__ for _, r in lrpc.preset("montavon-vgg16").layers] == ["ZBox", "Gamma"]
-    exp = lrpc.compile(model, rules=rules, example_input=x[:1])(x)
-    f = model.features
+    x = torch.randn(2, 2, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    exp = lrpc.compile(model, rules=lrpc.preset("montavon-vgg16", low=LOW, high=HIGH), example_input=x[:1])(x)
     for s in range(2):
-        a0 = x[s]
-        a1 = torch.relu(f[0](a0[None]))[0]
-        a2 = torch.relu(f[2](a1[None]))[0]
-        p1 = f[4](a2[None])[0]
-        a3 = torch.relu(f[5](p1[None]))[0]
-        p2 = f[7](a3[None])[0]
-        h = torch.relu(model.classifier[0](p2.reshape(1, -1)))[0]
-        logits = model.classifier[3](h[None])[0]
+        with torch.no_grad():
+            acts, a = [], x[s][None]
+            for layer in model.features:        # the input of every layer, in order
+                acts.append(a[0])
+                a = layer(a)
+            h = torch.relu(model.classifier[0](a.reshape(1, -1)))[0]
+            logits = model.classifier[3](h[None])[0]
         t = int(exp.target[s])
         r = torch.zeros(5, dtype=torch.float64)
         r[t] = logits[t]
         r = lrp_dense("zero", model.classifier[3].weight, model.classifier[3].bias, h, r)
-        r = lrp_dense("zero", model.classifier[0].weight, model.classifier[0].bias, p2.reshape(-1), r)
-
-        def pool_back(a, r_out):
-            P = dense(lambda v: F.avg_pool2d(v, 2, 2), tuple(a.shape))
-            return lrp_dense("zplus", P, torch.zeros(P.shape[0], dtype=torch.float64), a.reshape(-1), r_out,
-                             eps=1e-5)  # the stand-in keeps the authors' +1e-5
-
-        r = pool_back(a3, r)
-        r = lrp_dense("epsilon_rms", conv_dense(f[5], tuple(p1.shape)), conv_bias(f[5], tuple(a3.shape)),
-                      p1.reshape(-1), r, eps=0.25)
-        r = pool_back(a2, r)
-        r = lrp_dense("gamma_original", conv_dense(f[2], tuple(a1.shape)), conv_bias(f[2], tuple(a2.shape)),
-                      a1.reshape(-1), r, gamma=0.25, eps=1e-9)
-        r = lrp_dense("zbox", conv_dense(f[0], tuple(a0.shape)), conv_bias(f[0], tuple(a1.shape)), a0.reshape(-1), r,
-                      low=LOW[:, None, None].expand(a0.shape).reshape(-1),
-                      high=HIGH[:, None, None].expand(a0.shape).reshape(-1), eps=1e-9)
-        expected = r.reshape(a0.shape)
+        r = lrp_dense("zero", model.classifier[0].weight, model.classifier[0].bias, a.reshape(-1), r)
+        conv_index = sum(isinstance(m, nn.Conv2d) for m in model.features)
+        for layer, a_in in zip(reversed(list(model.features)), reversed(acts)):
+            shape_in = tuple(a_in.shape)
+            if isinstance(layer, nn.MaxPool2d):
+                P = dense(lambda v: F.avg_pool2d(v, 2, 2), shape_in)
+                r = lrp_dense("zplus", P, torch.zeros(P.shape[0], dtype=torch.float64), a_in.reshape(-1), r,
+                              eps=1e-9)
+            elif isinstance(layer, nn.Conv2d):
+                conv_index -= 1
+                W, b = conv_dense(layer, shape_in), conv_bias(layer, (layer.out_channels, *shape_in[1:]))
+                if conv_index == 0:
+                    r = lrp_dense("zbox", W, b, a_in.reshape(-1), r, eps=1e-9,
+                                  low=LOW[:, None, None].expand(shape_in).reshape(-1),
+                                  high=HIGH[:, None, None].expand(shape_in).reshape(-1))
+                elif conv_index <= 6:
+                    r = lrp_dense("gamma_original", W, b, a_in.reshape(-1), r, gamma=0.25, eps=1e-9)
+                else:
+                    r = lrp_dense("epsilon_rms", W, b, a_in.reshape(-1), r, eps=0.25)
+        expected = r.reshape(x[s].shape)
         assert torch.allclose(exp.relevance[s], expected, rtol=0, atol=1e-6 * float(expected.abs().max()))
