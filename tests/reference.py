@@ -94,12 +94,3 @@ def split(mode: str, r, h_main, h_skip, identity_silent: bool, eps: float = 0.0)
         s = torch.where(z == 0, 0.0, r / _sign_stab(z, eps)) if eps else torch.where(z == 0, 0.0, r / torch.where(z == 0, 1.0, z))
         return h_main * s, h_skip * s
     raise ValueError(mode)
-
-
-def maxpool_winner(a, out_shape, pool):
-    """Relevance routing matrix of a max-pool: 1 for each window's first arg-max."""
-    n_in = a.numel()
-    flat_out, idx = pool(a.reshape(1, *a.shape))
-    M = torch.zeros(flat_out.numel(), n_in, dtype=a.dtype)
-    M[torch.arange(flat_out.numel()), idx.reshape(-1)] = 1.0
-    return M
