@@ -126,9 +126,13 @@ def _contribution_part(m, args, r, terms, bias, eps, stab, *, nonneg_z=False, ze
     for x, w in terms:
         zx = m.forward(x, w, bias, args)
         z, bias = (zx if z is None else z + zx), None
-    zero = (z == 0) if zero_mask or stab == "none" else None
-    if zero is not None and not _needed(zero):
-        zero = None
+    zero = None
+    if zero_mask or stab == "none":
+        if nonneg_z and not torch.compiler.is_compiling():
+            zero = (z == 0) if z.numel() and bool(z.min() == 0) else None  # z >= 0: one reduction tells
+        else:
+            zero = z == 0
+            zero = zero if _needed(zero) else None
     if nonneg_z and stab == "sign":
         stab = "add"  # sign(z) = +1 on z >= 0: the same value without the where
     s = _divide_own(r, z, stab, eps, zero)
