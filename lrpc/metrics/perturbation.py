@@ -229,7 +229,8 @@ def insertion_deletion(model: nn.Module, images: torch.Tensor, maps: torch.Tenso
     ``images`` (and ``counterfactuals``) are normalised model inputs; ``mean``/``std`` is that normalisation,
     used to place canvases in pixel space. ``labels`` are the ground-truth classes, ``targets`` the classes
     the maps explain; the protocol's ``score_class`` (and ``only_correct``) decides which are needed.
-    Any :class:`Protocol` field can be overridden by keyword, e.g. ``ties="random"``.
+    Any :class:`Protocol` field can be overridden by keyword, e.g. ``ties="random"``. Random tie-breaks are
+    seeded by (tie seed, position of the image in this batch), so a call is reproducible as a whole.
     """
     protocol = resolve_protocol(protocol, **overrides)
     if model.training:
@@ -240,7 +241,6 @@ def insertion_deletion(model: nn.Module, images: torch.Tensor, maps: torch.Tenso
     labels = _class_tensor(labels, n_images, "labels")
     targets = _class_tensor(targets, n_images, "targets")
 
-    logits = torch.cat([model(images[i:i + batch_size]) for i in range(0, n_images, batch_size)])
     if protocol.score_class == "label":
         if labels is None:
             raise ValueError(f"protocol {protocol.name!r} scores the ground-truth class: pass labels=")
@@ -254,7 +254,8 @@ def insertion_deletion(model: nn.Module, images: torch.Tensor, maps: torch.Tenso
     if protocol.only_correct:
         if labels is None:
             raise ValueError(f"protocol {protocol.name!r} keeps only correctly classified images: pass labels=")
-        evaluated = logits.argmax(1).cpu() == labels
+        predicted = torch.cat([model(images[i:i + batch_size]).argmax(1).cpu() for i in range(0, n_images, batch_size)])
+        evaluated = predicted == labels
 
     canvases = {kind: _canvas(getattr(protocol, f"{kind}_canvas"), images, counterfactuals, mean, std)
                 for kind in ("insertion", "deletion")}
