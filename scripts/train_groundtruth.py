@@ -1,6 +1,6 @@
 """Train the ground-truth shapes classifier shipped as lrpc/assets/groundtruth_resnet.pth.
 
-    python scripts/train_groundtruth.py            # ~10 min on one CPU thread
+    python scripts/train_groundtruth.py            # 10-13 min on one CPU thread
 
 Every epoch draws fresh scenes (seed = the train split's base seed + epoch), so the network never sees an
 image twice and the fixed val/test splits stay unseen. Seeds, data and schedule are fixed: rerunning

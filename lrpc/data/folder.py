@@ -4,20 +4,23 @@ preprocessing and its class-balanced sampling, for users who have the real data.
 Preprocessing matches torchvision's ``Resize(256), CenterCrop(224), ToTensor(), Normalize(ImageNet)`` on PIL
 images (torchvision itself is not used): the shorter side is resized to 256 with PIL's bilinear filter (which
 antialiases when shrinking, as torchvision's PIL path does), the longer side to ``int(256 * long / short)``,
-then the centre 224x224 is cropped with torchvision's rounding.
+then the centre 224x224 is cropped with torchvision's rounding. Pillow is imported on first use (it is an
+optional dependency of lrpc).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..errors import LrpcError
 from .normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset", "balanced_sample", "preprocess_image"]
 
@@ -29,6 +32,8 @@ def preprocess_image(image: Image.Image, resize: int = 256, crop: int = 224,
     """PIL image -> normalised float32 [3, crop, crop]: resize the shorter side, centre crop, normalise."""
     if crop > resize:
         raise ValueError(f"crop ({crop}) must not exceed resize ({resize})")
+    from PIL import Image
+
     image = image.convert("RGB")
     width, height = image.size
     if width <= height:
@@ -75,6 +80,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
         path, label = self.samples[index]
         with Image.open(path) as image:
             return preprocess_image(image, **self._preprocess), label
