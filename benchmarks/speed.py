@@ -1,0 +1,432 @@
+"""Speed benchmark: lrpc against a plain forward, an input-gradient pass, zennit and captum (when installed).
+
+    python benchmarks/speed.py                      # the full table (tens of minutes on 2 cores)
+    python benchmarks/speed.py --quick              # ResNet-50 and VGG-16 at batch 8, a few minutes
+    python benchmarks/speed.py --json out.json --threads 1 --models resnet50 --batches 8
+
+Timing: every method of one (model, batch) is set up first, warmed up once, then timed round-robin — the order
+rotates each round — so machine noise hits all methods alike; the table gives the median, the spread
+(max − min) / median of the rounds, images/s and the ratios to the plain forward and to the input-gradient pass
+of the same model and batch, all from the same run. Weights are random (no downloads): the timings do not
+depend on them, except lrpc's data-dependent z+ fallback (the `default` preset), which runs where a z+ output
+is exactly zero.
+
+Memory: each method runs once in a fresh subprocess; the peak resident set size (VmHWM, reset through
+/proc/self/clear_refs just before the call) is read after it. "call MB" is that peak minus the resident size
+just before the call — the working memory of the call, beyond the model, lrpc's rule constants and the torch
+runtime, which are resident before it — and "peak RSS MB" the absolute peak of the process.
+
+Compile time: ``lrpc.compile`` (trace, canonicalise, annotate, relevance pass; no torch.compile), median of
+three after one warm-up, in a fresh subprocess; for the torch.compile'd rows (inductor with freezing: the
+weights become constants, folded and pre-packed) the first call, which compiles.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+import lrpc
+from lrpc.compat import import_zennit
+from lrpc.models import ARCHITECTURES
+
+CLASSES = 1000
+SIZE = 224
+PRESETS = ("otsuki2024", "default", "epsilon-plus-flat")   # the last one has zennit's EpsilonPlusFlat rules
+COMPILED_PRESETS = ("otsuki2024", "default")
+GOAL_PRESETS = ("otsuki2024", "default")
+
+
+# ------------------------------------------------------------------------------------------------ methods
+@dataclass
+class Method:
+    """A way to explain (or just run) a batch: ``setup(model, x, target, stack)`` returns the timed call."""
+
+    name: str
+    setup: Callable[..., Callable[[], object]]
+    applies: Callable[[str], bool] = lambda arch: True
+    memory: bool = True   # measured in a subprocess (not for torch.compile'd code: compiling dominates)
+
+
+def _forward(model, x, target, stack):
+    def run():
+        with torch.inference_mode():
+            return model(x)
+    return run
+
+
+def _input_gradient(model, x, target, stack):
+    """d logit_target / d x with the parameters frozen: what a gradient-based explanation costs."""
+    def run():
+        xg = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(model(xg).gather(1, target[:, None]).sum(), xg)
+        return grad
+    return run
+
+
+def _lrpc(preset: str, compiled: bool = False):
+    def setup(model, x, target, stack):
+        explainer = lrpc.compile(model, preset, example_input=x[:1])
+        if compiled:   # inductor with freezing (weights as constants: folded, pre-packed); one graph per batch
+            explainer.compile(dynamic=False, options={"freezing": True})
+        return lambda: explainer(x, target)
+    return setup
+
+
+def _zennit(model, x, target, stack):
+    """zennit's EpsilonPlusFlat with its ResNet / VGG canonizer, attached once to a copy of the model (the
+    canonizers edit the model they are attached to)."""
+    import_zennit()
+    from zennit.attribution import Gradient
+    from zennit.composites import EpsilonPlusFlat
+    from zennit.torchvision import ResNetCanonizer, VGGCanonizer
+    canonizer = ResNetCanonizer() if hasattr(model, "layer1") else VGGCanonizer()
+    attributor = stack.enter_context(Gradient(model=copy.deepcopy(model),
+                                              composite=EpsilonPlusFlat(canonizers=[canonizer])))
+    onehot = torch.eye(CLASSES)[target]
+    return lambda: attributor(x, onehot)[1]
+
+
+def _captum(model, x, target, stack):
+    from captum.attr import LRP
+    explainer = LRP(copy.deepcopy(model))
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # "input did not require gradients": it sets them itself
+            return explainer.attribute(x, target=target)
+    return run
+
+
+def _installed(module: str) -> bool:
+    try:
+        if module == "zennit":
+            import_zennit()
+        else:
+            __import__(module)
+        return True
+    except Exception:
+        return False
+
+
+def methods(compiled: bool) -> list[Method]:
+    out = [Method("forward", _forward), Method("input-gradient", _input_gradient)]
+    out += [Method(f"lrpc {p}", _lrpc(p)) for p in PRESETS]
+    if compiled:
+        out += [Method(f"lrpc {p} compiled", _lrpc(p, compiled=True), memory=False) for p in COMPILED_PRESETS]
+    if _installed("zennit"):
+        out.append(Method("zennit EpsilonPlusFlat", _zennit))
+    if _installed("captum"):   # captum's LRP has no rule for residual adds: VGG only
+        out.append(Method("captum LRP", _captum, applies=lambda arch: arch.startswith("vgg")))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def make_model(arch: str) -> nn.Module:
+    torch.manual_seed(0)
+    return ARCHITECTURES[arch](num_classes=CLASSES).eval().requires_grad_(False)
+
+
+def make_batch(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(batch)
+    return torch.randn(batch, 3, SIZE, SIZE, generator=g), torch.randint(0, CLASSES, (batch,), generator=g)
+
+
+def _status(field_name: str) -> int:
+    """A field of /proc/self/status in kB."""
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"{field_name}:\s+(\d+)", f.read()).group(1))
+
+
+def load() -> str:
+    with contextlib.suppress(OSError), open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+    return "?"
+
+
+def lrpc_commit() -> str:
+    """The commit of the lrpc being measured (where it is a git checkout)."""
+    result = subprocess.run(["git", "-C", os.path.dirname(lrpc.__file__), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True)
+    return result.stdout.strip() or "?"
+
+
+def cpu_name() -> str:
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "?"
+
+
+# -------------------------------------------------------------------------------------------- measurement
+@dataclass
+class Row:
+    model: str
+    batch: int
+    method: str
+    median_s: float                    # wall clock
+    spread: float                      # (max - min) / median of the wall-clock rounds
+    cpu_s: float                       # CPU time of the process (with one thread: wall clock minus preemption)
+    cpu_spread: float
+    rounds: list[float] = field(default_factory=list)
+    cpu_rounds: list[float] = field(default_factory=list)
+    first_call_s: float = 0.0          # warm-up call: for torch.compile'd rows, compiling
+    images_per_s: float = 0.0
+    x_forward: float = 0.0             # wall-clock ratios
+    x_input_gradient: float = 0.0
+    cpu_x_forward: float = 0.0         # CPU-time ratios
+    cpu_x_input_gradient: float = 0.0
+    call_mb: float | None = None
+    peak_rss_mb: float | None = None
+    conservation_error: float | None = None   # lrpc rows: the largest per-sample conservation error
+    diff_vs_eager: float | None = None        # compiled rows: max |R - R_eager| / max |R_eager|
+
+
+def time_methods(arch: str, batch: int, chosen: list[Method], repeats: int, log) -> list[Row]:
+    model = make_model(arch)
+    x, target = make_batch(batch)
+    calls, first, results = {}, {}, {}
+    with contextlib.ExitStack() as stack:
+        for m in chosen:
+            calls[m.name] = m.setup(model, x, target, stack)
+            start = time.perf_counter()
+            results[m.name] = calls[m.name]()
+            first[m.name] = time.perf_counter() - start
+            log(f"  {arch} b{batch} {m.name}: warm-up {first[m.name]:.2f}s")
+        rounds = {name: [] for name in calls}
+        cpu_rounds = {name: [] for name in calls}
+        names = list(calls)
+        for r in range(repeats):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                start, cpu_start = time.perf_counter(), time.process_time()
+                calls[name]()
+                rounds[name].append(time.perf_counter() - start)
+                cpu_rounds[name].append(time.process_time() - cpu_start)
+    rows = []
+    for name, ts in rounds.items():
+        med, cpu = statistics.median(ts), statistics.median(cpu_rounds[name])
+        rows.append(Row(arch, batch, name, med, (max(ts) - min(ts)) / med, cpu,
+                        (max(cpu_rounds[name]) - min(cpu_rounds[name])) / cpu, ts, cpu_rounds[name], first[name],
+                        batch / med))
+    by_name = {r.method: r for r in rows}
+    for r in rows:
+        result = results[r.method]
+        if isinstance(result, lrpc.Explanation):
+            r.conservation_error = float(result.conservation_error().max())
+            eager = results.get(r.method.removesuffix(" compiled"))
+            if r.method.endswith(" compiled") and isinstance(eager, lrpc.Explanation):
+                r.diff_vs_eager = float((result.relevance - eager.relevance).abs().max()
+                                        / eager.relevance.abs().max())
+        r.x_forward = r.median_s / by_name["forward"].median_s
+        r.x_input_gradient = r.median_s / by_name["input-gradient"].median_s
+        r.cpu_x_forward = r.cpu_s / by_name["forward"].cpu_s
+        r.cpu_x_input_gradient = r.cpu_s / by_name["input-gradient"].cpu_s
+    return rows
+
+
+def measure_memory_here(arch: str, batch: int, method: str) -> dict:
+    """Run in the subprocess: set up, reset the peak RSS, make ONE call, report."""
+    chosen = next(m for m in methods(compiled=False) if m.name == method)
+    model = make_model(arch)
+    x, target = make_batch(batch)
+    with contextlib.ExitStack() as stack:
+        call = chosen.setup(model, x, target, stack)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")   # peak RSS := current RSS
+        before = _status("VmRSS")
+        call()
+        peak = _status("VmHWM")
+    return {"call_mb": (peak - before) / 1024, "peak_rss_mb": peak / 1024}
+
+
+def measure_memory(arch: str, batch: int, method: str, threads: int) -> dict:
+    result = subprocess.run([sys.executable, __file__, "--memory-child", arch, str(batch), method,
+                             "--threads", str(threads)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"memory subprocess for {arch} b{batch} {method} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def compile_times_here(arch: str, repeats: int = 3) -> dict[str, float]:
+    """Run in a fresh subprocess (a long-lived process full of explainers slows the garbage collector)."""
+    model = make_model(arch)
+    example = torch.randn(1, 3, SIZE, SIZE)
+    lrpc.compile(model, PRESETS[0], example_input=example)   # imports and first-use caches out of the timing
+    out = {}
+    for preset in PRESETS:
+        ts = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            lrpc.compile(model, preset, example_input=example)
+            ts.append(time.perf_counter() - start)
+        out[preset] = statistics.median(ts)
+    return out
+
+
+def compile_times(arch: str, threads: int) -> dict[str, float]:
+    result = subprocess.run([sys.executable, __file__, "--compile-child", arch, "--threads", str(threads)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"compile-time subprocess for {arch} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------- reporting
+def goals(rows: list[Row], compile_s: dict, memory_batch: int) -> list[dict]:
+    """The issue's goals, checked on this run's numbers where the run has them."""
+    at = {(r.model, r.batch, r.method): r for r in rows}
+    out = []
+
+    def add(goal, value, target, ok, note=""):
+        out.append({"goal": goal, "value": value, "target": target, "met": ok, "note": note})
+
+    for preset in GOAL_PRESETS:
+        for suffix in ("", " compiled"):
+            r = at.get(("resnet50", 8, f"lrpc {preset}{suffix}"))
+            if r:
+                add(f"ResNet-50 b8 {preset}{suffix} / forward", round(r.x_forward, 2), "<= 3.0", r.x_forward <= 3.0)
+    z = at.get(("resnet50", 8, "zennit EpsilonPlusFlat"))
+    if z:
+        for preset in (*GOAL_PRESETS, "epsilon-plus-flat"):
+            r = at.get(("resnet50", 8, f"lrpc {preset}"))
+            if r:
+                speedup = z.median_s / r.median_s
+                add(f"ResNet-50 b8 zennit / lrpc {preset}", round(speedup, 2), ">= 3", speedup >= 3)
+    c = at.get(("vgg16", 8, "captum LRP"))
+    if c:
+        for preset in (*GOAL_PRESETS, "epsilon-plus-flat"):
+            r = at.get(("vgg16", 8, f"lrpc {preset}"))
+            if r:
+                speedup = c.median_s / r.median_s
+                add(f"VGG-16 b8 captum / lrpc {preset}", round(speedup, 2), "> 1", speedup > 1)
+    g = at.get(("resnet50", memory_batch, "input-gradient"))
+    if g and g.call_mb:
+        for preset in GOAL_PRESETS:
+            r = at.get(("resnet50", memory_batch, f"lrpc {preset}"))
+            if r and r.call_mb is not None:
+                ratio = r.call_mb / g.call_mb
+                add(f"ResNet-50 b{memory_batch} {preset} call memory / input-gradient", round(ratio, 2), "<= 1.5",
+                    ratio <= 1.5, f"{r.call_mb:.0f} MB vs {g.call_mb:.0f} MB")
+                ratio_rss = r.peak_rss_mb / g.peak_rss_mb
+                add(f"ResNet-50 b{memory_batch} {preset} peak RSS / input-gradient", round(ratio_rss, 2),
+                    "<= 1.5", ratio_rss <= 1.5, f"{r.peak_rss_mb:.0f} MB vs {g.peak_rss_mb:.0f} MB")
+    for preset, seconds in compile_s.get("resnet50", {}).items():
+        add(f"ResNet-50 lrpc.compile {preset}", round(seconds, 2), "< 2 s", seconds < 2)
+    return out
+
+
+def markdown(rows: list[Row], compile_s: dict, goal_rows: list[dict], env: dict) -> str:
+    lines = [f"torch {env['torch']}, {env['threads']} thread(s), {env['cpu']}; load average {env['load_before']} "
+             f"before, {env['load_after']} after; {env['repeats']} rounds per method, median; lrpc "
+             f"{env['lrpc'].split(' @ ')[-1]}, {env['date']}.", ""]
+    lines += ["| model | batch | method | wall ms | spread | CPU ms | spread | images/s | × forward wall / CPU | "
+              "× input-grad wall / CPU | call MB | peak RSS MB |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        mem = ("–", "–") if r.call_mb is None else (f"{r.call_mb:.0f}", f"{r.peak_rss_mb:.0f}")
+        lines.append(f"| {r.model} | {r.batch} | {r.method} | {1e3 * r.median_s:.0f} | {100 * r.spread:.0f}% | "
+                     f"{1e3 * r.cpu_s:.0f} | {100 * r.cpu_spread:.0f}% | {r.images_per_s:.1f} | "
+                     f"{r.x_forward:.2f} / {r.cpu_x_forward:.2f} | {r.x_input_gradient:.2f} / "
+                     f"{r.cpu_x_input_gradient:.2f} | {mem[0]} | {mem[1]} |")
+    compiled = [r for r in rows if r.method.endswith("compiled")]
+    explained = [r for r in rows if r.conservation_error is not None]
+    if explained:
+        lines += ["", "| model | batch | method | conservation error (max over the batch) | "
+                  "max abs(R − R eager) / max abs(R eager) |", "|---|---:|---|---:|---:|"]
+        lines += [f"| {r.model} | {r.batch} | {r.method} | {r.conservation_error:.1e} | "
+                  f"{'–' if r.diff_vs_eager is None else f'{r.diff_vs_eager:.1e}'} |" for r in explained]
+    lines += ["", "| model | preset | lrpc.compile s (trace + pass) |", "|---|---|---:|"]
+    for arch, times in compile_s.items():
+        lines += [f"| {arch} | {preset} | {seconds:.2f} |" for preset, seconds in times.items()]
+    if compiled:
+        lines += ["", "| model | batch | method | torch.compile first call s |", "|---|---:|---|---:|"]
+        lines += [f"| {r.model} | {r.batch} | {r.method} | {r.first_call_s:.0f} |" for r in compiled]
+    lines += ["", "| goal | value | target | met | note |", "|---|---:|---|---|---|"]
+    lines += [f"| {g['goal']} | {g['value']} | {g['target']} | {'yes' if g['met'] else '**no**'} | {g['note']} |"
+              for g in goal_rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="ResNet-50 and VGG-16 at batch 8, 3 rounds, "
+                        "no torch.compile")
+    parser.add_argument("--models", default=None, help="comma-separated (default resnet18,resnet50,vgg16)")
+    parser.add_argument("--batches", default=None, help="comma-separated (default 1,8,32)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds per method (default 5)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help=f"torch threads (default {torch.get_num_threads()})")
+    parser.add_argument("--methods", default=None, help="comma-separated subset of method names")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd lrpc rows")
+    parser.add_argument("--memory-batch", type=int, default=None,
+                        help="batch size whose rows get memory measured (default: the largest; 0 = none)")
+    parser.add_argument("--json", default=None, help="also write the results as JSON to this path")
+    parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "BATCH", "METHOD"), help=argparse.SUPPRESS)
+    parser.add_argument("--compile-child", metavar="MODEL", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.memory_child:
+        arch, batch, method = args.memory_child
+        print(json.dumps(measure_memory_here(arch, int(batch), method)))
+        return
+    if args.compile_child:
+        print(json.dumps(compile_times_here(args.compile_child)))
+        return
+
+    models = (args.models or ("resnet50,vgg16" if args.quick else "resnet18,resnet50,vgg16")).split(",")
+    batches = [int(b) for b in (args.batches or ("8" if args.quick else "1,8,32")).split(",")]
+    repeats = args.repeats or (3 if args.quick else 5)
+    memory_batch = max(batches) if args.memory_batch is None else args.memory_batch
+    chosen_all = methods(compiled=not (args.quick or args.no_compile))
+    if args.methods:
+        wanted = set(args.methods.split(",")) | {"forward", "input-gradient"}
+        chosen_all = [m for m in chosen_all if m.name in wanted]
+
+    def log(message):
+        print(message, file=sys.stderr, flush=True)
+
+    env = {"torch": torch.__version__, "threads": args.threads, "cpu": cpu_name(), "python": platform.python_version(),
+           "load_before": load(), "repeats": repeats, "date": time.strftime("%Y-%m-%d %H:%M"),
+           "lrpc": f"{lrpc.__file__} @ {lrpc_commit()}"}
+    log(f"lrpc from {env['lrpc']}")
+    rows: list[Row] = []
+    for arch in models:
+        chosen = [m for m in chosen_all if m.applies(arch)]
+        for batch in batches:
+            log(f"{arch} batch {batch}: timing {len(chosen)} methods, load {load()}")
+            part = time_methods(arch, batch, chosen, repeats, log)
+            if batch == memory_batch:
+                for r in part:
+                    m = next(m for m in chosen if m.name == r.method)
+                    if m.memory:
+                        log(f"  memory {arch} b{batch} {m.name}")
+                        mem = measure_memory(arch, batch, m.name, args.threads)
+                        r.call_mb, r.peak_rss_mb = mem["call_mb"], mem["peak_rss_mb"]
+            rows += part
+    compile_s = {arch: compile_times(arch, args.threads) for arch in models}
+    env["load_after"] = load()
+    goal_rows = goals(rows, compile_s, memory_batch)
+    print(markdown(rows, compile_s, goal_rows, env))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"environment": env, "rows": [asdict(r) for r in rows], "compile_s": compile_s,
+                       "goals": goal_rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
