@@ -1,11 +1,12 @@
 """A seeded procedural image task with known ground truth: which pixels hold the evidence for the class.
 
 Each scene is one filled *object* whose shape defines the class (disc, square, triangle, cross) drawn over
-textured clutter (smooth colour noise plus an oriented grating) and 2-4 *distractors* of shapes that belong to
-no class (ring, bar, hollow square frame). Colours of object and distractors come from the same distribution,
+textured clutter (smooth colour noise plus an oriented grating) and up to 4 *distractors* of shapes that belong
+to no class (ring, bar, hollow square frame): 2 to 4 are drawn and placed clear of the object, and the few
+(about 7 %) that find no room are dropped. Colours of object and distractors come from the same distribution,
 and object areas are matched across classes, so only the object's shape tells the class apart. Every sample
-carries the object mask and a counterfactual render of the same scene without the object (the clutter and
-distractors the object covered). The counterfactual is exactly equal to the image outside the mask.
+carries the object mask and a counterfactual render of the same scene without the object (the clutter the
+object covered). The counterfactual is exactly equal to the image outside the mask.
 
 Rendering is vectorised over a chunk of scenes; chunks are seeded from (seed, chunk index) so that
 ``render_scenes(n, seed)`` is a prefix of ``render_scenes(m, seed)`` for n < m.
