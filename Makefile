@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lrpc-installed
 
-.PHONY: install test test-slow bench demo clean
+.PHONY: install test test-slow bench quality quality-quick demo clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/paths.py
+	$(PY) benchmarks/conservation.py
+
+quality: $(STAMP)
+	mkdir -p out && $(PY) benchmarks/quality.py --json out/quality.json
+
+quality-quick: $(STAMP)
+	mkdir -p out && $(PY) benchmarks/quality.py --quick --json out/quality-quick.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
