@@ -175,7 +175,8 @@ class RelevancePass:
             rule = plan.rule
             consts = self.constants(n, rule, info.weight, info.bias)
             kwargs = {"map": info.map, "args": info.args, "nonneg": self.plans[info.inputs[0]].nonneg, **rule.kernel_kwargs()}
-            message = self.call(rule.kernel, (ins[0], self.env[n], r, *consts), kwargs, name=tag)
+            out = self.env[n] if rule.reads_output else None
+            message = self.call(rule.kernel, (ins[0], out, r, *consts), kwargs, name=tag)
             self.send(info.inputs[0], n, message)
         elif kind == "maxpool":
             kernel, stride, padding, dilation, ceil_mode = info.args

@@ -39,6 +39,9 @@ class Rule:
     name: ClassVar[str]
     kernel: ClassVar[Callable[..., Tensor]]
     needs_weights: ClassVar[bool] = False
+    # whether the kernel reads the layer's forward output ``out``; when not, the generated module passes None,
+    # so the output is freed as soon as the forward is done with it (a conv's output lives on only for its BN)
+    reads_output: ClassVar[bool] = True
 
     def constants(self, weight: Tensor | None, bias: Tensor | None) -> dict[str, Tensor | None]:
         raise NotImplementedError
@@ -196,6 +199,7 @@ class AlphaBeta(Rule):
     fallback: bool = False
     name: ClassVar[str] = "alpha_beta"
     kernel: ClassVar = staticmethod(alpha_beta_kernel)
+    reads_output: ClassVar[bool] = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -291,6 +295,7 @@ class ZBox(Rule):
     stabilizer: str = "sign"
     name: ClassVar[str] = "zbox"
     kernel: ClassVar = staticmethod(zbox_kernel)
+    reads_output: ClassVar[bool] = False
     needs_weights: ClassVar[bool] = True
 
     def constants(self, weight, bias):
@@ -326,6 +331,7 @@ class Flat(Rule):
     stabilizer: str = "sign"
     name: ClassVar[str] = "flat"
     kernel: ClassVar = staticmethod(uniform_kernel)
+    reads_output: ClassVar[bool] = False
 
     def constants(self, weight, bias):
         return {"weight": None if weight is None else torch.ones_like(weight), "bias": None}
@@ -343,6 +349,7 @@ class WSquare(Rule):
     bias: bool = True
     name: ClassVar[str] = "wsquare"
     kernel: ClassVar = staticmethod(uniform_kernel)
+    reads_output: ClassVar[bool] = False
     needs_weights: ClassVar[bool] = True
 
     def constants(self, weight, bias):
@@ -363,6 +370,7 @@ class Pass(Rule):
 
     name: ClassVar[str] = "pass"
     kernel: ClassVar = staticmethod(pass_kernel)
+    reads_output: ClassVar[bool] = False
 
     def constants(self, weight, bias):
         return {}
