@@ -129,7 +129,7 @@ def make_resnet(seed=0):
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.5)
-    return randomize_batchnorm(model, seed).double().eval()
+    return randomize_batchnorm(model, seed).double().eval().requires_grad_(False)
 
 
 CASES = {
@@ -237,7 +237,7 @@ class EightConvVGG(nn.Module):
 def test_montavon_preset_matches_reference():
     """z^B on conv 1, γ (original) on convs 2–7, ε·RMS on conv 8, LRP-0 classifier, 2x2-average max-pools."""
     torch.manual_seed(5)
-    model = EightConvVGG().double().eval()
+    model = EightConvVGG().double().eval().requires_grad_(False)
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.5)
