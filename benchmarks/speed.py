@@ -261,6 +261,27 @@ def measure_memory(arch: str, batch: int, method: str, threads: int) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def multi_target_times(arch: str, targets: int, repeats: int, preset: str = "otsuki2024") -> dict:
+    """One image, K classes: one ``explain_targets`` call against K explainer calls (rounds interleaved)."""
+    model = make_model(arch)
+    x, _ = make_batch(1)
+    classes = list(range(targets))
+    explainer = lrpc.compile(model, preset, example_input=x)
+    calls = {"explain_targets": lambda: explainer.explain_targets(x, classes),
+             "one call per target": lambda: [explainer(x, c) for c in classes]}
+    rounds = {name: [] for name in calls}
+    for name, call in calls.items():
+        call()
+    for r in range(repeats):
+        for name in (list(calls) if r % 2 == 0 else list(calls)[::-1]):
+            start = time.perf_counter()
+            calls[name]()
+            rounds[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(ts) for name, ts in rounds.items()}
+    return {"model": arch, "preset": preset, "targets": targets, **medians,
+            "speedup": medians["one call per target"] / medians["explain_targets"]}
+
+
 def compile_times_here(arch: str, repeats: int = 3) -> dict[str, float]:
     """Run in a fresh subprocess (a long-lived process full of explainers slows the garbage collector)."""
     model = make_model(arch)
@@ -329,7 +350,7 @@ def goals(rows: list[Row], compile_s: dict, memory_batch: int) -> list[dict]:
     return out
 
 
-def markdown(rows: list[Row], compile_s: dict, goal_rows: list[dict], env: dict) -> str:
+def markdown(rows: list[Row], compile_s: dict, goal_rows: list[dict], env: dict, multi: list[dict]) -> str:
     lines = [f"torch {env['torch']}, {env['threads']} thread(s), {env['cpu']}; load average {env['load_before']} "
              f"before, {env['load_after']} after; {env['repeats']} rounds per method, median; lrpc "
              f"{env['lrpc'].split(' @ ')[-1]}, {env['date']}.", ""]
@@ -355,6 +376,11 @@ def markdown(rows: list[Row], compile_s: dict, goal_rows: list[dict], env: dict)
     if compiled:
         lines += ["", "| model | batch | method | torch.compile first call s |", "|---|---:|---|---:|"]
         lines += [f"| {r.model} | {r.batch} | {r.method} | {r.first_call_s:.0f} |" for r in compiled]
+    if multi:
+        lines += ["", "| model | preset | one image, K classes | explain_targets ms | K calls ms | speed-up |",
+                  "|---|---|---:|---:|---:|---:|"]
+        lines += [f"| {m['model']} | {m['preset']} | {m['targets']} | {1e3 * m['explain_targets']:.0f} | "
+                  f"{1e3 * m['one call per target']:.0f} | {m['speedup']:.2f} |" for m in multi]
     lines += ["", "| goal | value | target | met | note |", "|---|---:|---|---|---|"]
     lines += [f"| {g['goal']} | {g['value']} | {g['target']} | {'yes' if g['met'] else '**no**'} | {g['note']} |"
               for g in goal_rows]
@@ -375,6 +401,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd lrpc rows")
     parser.add_argument("--memory-batch", type=int, default=None,
                         help="batch size whose rows get memory measured (default: the largest; 0 = none)")
+    parser.add_argument("--targets", type=int, default=5, help="K for the multi-target timing: one image, K "
+                        "classes, one explain_targets call against K calls (default 5; 1 = skip)")
     parser.add_argument("--json", default=None, help="also write the results as JSON to this path")
     parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "BATCH", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--compile-child", metavar="MODEL", help=argparse.SUPPRESS)
@@ -419,13 +447,18 @@ def main(argv: list[str] | None = None) -> None:
                         r.call_mb, r.peak_rss_mb = mem["call_mb"], mem["peak_rss_mb"]
             rows += part
     compile_s = {arch: compile_times(arch, args.threads) for arch in models}
+    multi = []
+    if args.targets > 1:
+        for arch in models:
+            log(f"{arch}: {args.targets} targets of one image")
+            multi.append(multi_target_times(arch, args.targets, repeats))
     env["load_after"] = load()
     goal_rows = goals(rows, compile_s, memory_batch)
-    print(markdown(rows, compile_s, goal_rows, env))
+    print(markdown(rows, compile_s, goal_rows, env, multi))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"environment": env, "rows": [asdict(r) for r in rows], "compile_s": compile_s,
-                       "goals": goal_rows}, f, indent=1)
+                       "multi_target": multi, "goals": goal_rows}, f, indent=1)
 
 
 if __name__ == "__main__":
