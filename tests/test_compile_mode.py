@@ -69,3 +69,14 @@ def test_compiled_equals_eager_every_entry_point(preset):
     _assert_same(compiled(x), eager(x))
     _assert_same(compiled(x, 1), eager(x, 1))
     _assert_same(compiled.explain_targets(x, [0, 4]), eager.explain_targets(x, [0, 4]))
+
+
+@pytest.mark.parametrize("preset", ["otsuki2024", "default", "epsilon-plus-flat"])
+def test_one_graph_without_breaks(preset):
+    """Dynamo traces the whole generated module as ONE graph: no data-dependent branch splits it."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 16, 16)
+    explainer = lrpc.compile(randomize_batchnorm(TinyResNet()).eval(), preset, example_input=x[:1])
+    with torch.inference_mode():
+        report = torch._dynamo.explain(explainer.module)(x, torch.tensor([1, 3]))
+    assert (report.graph_count, report.graph_break_count) == (1, 0), report.break_reasons
