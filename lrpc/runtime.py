@@ -147,7 +147,15 @@ class Explainer:
         self.check_input(x)
         target = self.check_target(target, x.shape[0], self.num_classes, x.device)
         with torch.inference_mode():
-            return self._explanation(self._run(x, target))
+            try:
+                outputs = self._run(x, target)
+            except RuntimeError as exc:
+                if tuple(x.shape[2:]) == self.input_shape[2:]:
+                    raise
+                raise LrpcError(f"input of shape {tuple(x.shape)} differs in size from the example_input "
+                                f"{self.input_shape} the module was compiled and checked for, and it failed: "
+                                f"{exc}; compile with an example_input of this size") from exc
+            return self._explanation(outputs)
 
     def explain_targets(self, x: torch.Tensor, targets) -> Explanation:
         """Explain K classes of every image with ONE forward pass: the relevance pass runs on B·K rows (the

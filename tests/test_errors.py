@@ -211,3 +211,10 @@ def test_epsilon_zero_with_a_sign_stabiliser_does_not_produce_nan():
     rules = lrpc.Rules(conv=lrpc.rules.Epsilon(0.0), linear=lrpc.rules.Epsilon(0.0))
     exp = lrpc.compile(model, rules=rules, example_input=torch.randn(1, 3, 6, 6))(torch.randn(4, 3, 6, 6))
     assert torch.isfinite(exp.relevance).all()
+
+
+def test_input_of_another_size_that_the_graph_cannot_take():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(2, 2), nn.Flatten(), nn.Linear(4 * 3 * 3, 2)).eval()
+    explainer = lrpc.compile(model, rules="default", example_input=torch.randn(1, 3, 8, 8))
+    with pytest.raises(LrpcError, match=r"\(2, 3, 10, 10\) differs in size from the example_input \(1, 3, 8, 8\)"):
+        explainer(torch.randn(2, 3, 10, 10))
