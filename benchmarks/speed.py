@@ -54,12 +54,16 @@ GOAL_PRESETS = ("otsuki2024", "default")
 # ------------------------------------------------------------------------------------------------ methods
 @dataclass
 class Method:
-    """A way to explain (or just run) a batch: ``setup(model, x, target, stack)`` returns the timed call."""
+    """A way to explain (or just run) a batch: ``setup(model, x, target, stack)`` returns the timed call.
+
+    Methods of one group are set up together and timed round-robin in one process; the torch.compile'd group
+    runs apart (with its own forward and input-gradient rounds) so that no process holds every method's
+    constants at once (VGG-16 at batch 32 would not fit in this machine's 23 GB)."""
 
     name: str
     setup: Callable[..., Callable[[], object]]
     applies: Callable[[str], bool] = lambda arch: True
-    memory: bool = True   # measured in a subprocess (not for torch.compile'd code: compiling dominates)
+    group: str = "eager"   # "eager" rows also get their memory measured; "compiled" ones do not (compiling)
 
 
 def _forward(model, x, target, stack):
@@ -81,9 +85,14 @@ def _input_gradient(model, x, target, stack):
 def _lrpc(preset: str, compiled: bool = False):
     def setup(model, x, target, stack):
         explainer = lrpc.compile(model, preset, example_input=x[:1])
+        eager = explainer(x, target).relevance if compiled else None
         if compiled:   # inductor with freezing (weights as constants: folded, pre-packed); one graph per batch
             explainer.compile(dynamic=False, options={"freezing": True})
-        return lambda: explainer(x, target)
+
+        def run():
+            return explainer(x, target)
+        run.eager_relevance = eager   # what the compiled rows are compared with
+        return run
     return setup
 
 
@@ -122,11 +131,14 @@ def _installed(module: str) -> bool:
         return False
 
 
+BASELINES = ("forward", "input-gradient")
+
+
 def methods(compiled: bool) -> list[Method]:
     out = [Method("forward", _forward), Method("input-gradient", _input_gradient)]
     out += [Method(f"lrpc {p}", _lrpc(p)) for p in PRESETS]
     if compiled:
-        out += [Method(f"lrpc {p} compiled", _lrpc(p, compiled=True), memory=False) for p in COMPILED_PRESETS]
+        out += [Method(f"lrpc {p} compiled", _lrpc(p, compiled=True), group="compiled") for p in COMPILED_PRESETS]
     if _installed("zennit"):
         out.append(Method("zennit EpsilonPlusFlat", _zennit))
     if _installed("captum"):   # captum's LRP has no rule for residual adds: VGG only
@@ -178,6 +190,7 @@ class Row:
     model: str
     batch: int
     method: str
+    group: str                         # the process it was timed in, with that group's forward and gradient
     median_s: float                    # wall clock
     spread: float                      # (max - min) / median of the wall-clock rounds
     cpu_s: float                       # CPU time of the process (with one thread: wall clock minus preemption)
@@ -196,16 +209,21 @@ class Row:
     diff_vs_eager: float | None = None        # compiled rows: max |R - R_eager| / max |R_eager|
 
 
-def time_methods(arch: str, batch: int, chosen: list[Method], repeats: int, log) -> list[Row]:
+def time_cell_here(arch: str, batch: int, chosen: list[Method], repeats: int, log) -> list[Row]:
+    """Set up ``chosen`` (one group, with the baselines), warm each up once, then time them round-robin."""
+    group = next((m.group for m in chosen if m.name not in BASELINES), "eager")
     model = make_model(arch)
     x, target = make_batch(batch)
-    calls, first, results = {}, {}, {}
+    calls, first, checks = {}, {}, {}
     with contextlib.ExitStack() as stack:
         for m in chosen:
             calls[m.name] = m.setup(model, x, target, stack)
             start = time.perf_counter()
-            results[m.name] = calls[m.name]()
+            result = calls[m.name]()
             first[m.name] = time.perf_counter() - start
+            if isinstance(result, lrpc.Explanation):
+                checks[m.name] = conservation_and_difference(result, getattr(calls[m.name], "eager_relevance", None))
+            del result
             log(f"  {arch} b{batch} {m.name}: warm-up {first[m.name]:.2f}s")
         rounds = {name: [] for name in calls}
         cpu_rounds = {name: [] for name in calls}
@@ -219,18 +237,12 @@ def time_methods(arch: str, batch: int, chosen: list[Method], repeats: int, log)
     rows = []
     for name, ts in rounds.items():
         med, cpu = statistics.median(ts), statistics.median(cpu_rounds[name])
-        rows.append(Row(arch, batch, name, med, (max(ts) - min(ts)) / med, cpu,
+        conservation, difference = checks.get(name, (None, None))
+        rows.append(Row(arch, batch, name, group, med, (max(ts) - min(ts)) / med, cpu,
                         (max(cpu_rounds[name]) - min(cpu_rounds[name])) / cpu, ts, cpu_rounds[name], first[name],
-                        batch / med))
+                        batch / med, conservation_error=conservation, diff_vs_eager=difference))
     by_name = {r.method: r for r in rows}
     for r in rows:
-        result = results[r.method]
-        if isinstance(result, lrpc.Explanation):
-            r.conservation_error = float(result.conservation_error().max())
-            eager = results.get(r.method.removesuffix(" compiled"))
-            if r.method.endswith(" compiled") and isinstance(eager, lrpc.Explanation):
-                r.diff_vs_eager = float((result.relevance - eager.relevance).abs().max()
-                                        / eager.relevance.abs().max())
         r.x_forward = r.median_s / by_name["forward"].median_s
         r.x_input_gradient = r.median_s / by_name["input-gradient"].median_s
         r.cpu_x_forward = r.cpu_s / by_name["forward"].cpu_s
@@ -238,9 +250,27 @@ def time_methods(arch: str, batch: int, chosen: list[Method], repeats: int, log)
     return rows
 
 
+def conservation_and_difference(exp, eager_relevance) -> tuple[float, float | None]:
+    """The largest per-sample conservation error and, for a compiled row, max |R − R eager| / max |R eager|."""
+    difference = None
+    if eager_relevance is not None:
+        difference = float((exp.relevance - eager_relevance).abs().max() / eager_relevance.abs().max())
+    return float(exp.conservation_error().max()), difference
+
+
+def time_cell(arch: str, batch: int, group: str, names: list[str], repeats: int, threads: int) -> list[Row]:
+    """``time_cell_here`` in a fresh subprocess: memory from one cell cannot pile onto the next."""
+    result = subprocess.run([sys.executable, __file__, "--cell-child", arch, str(batch), group, ",".join(names),
+                             "--repeats", str(repeats), "--threads", str(threads)], text=True,
+                            stdout=subprocess.PIPE)
+    if result.returncode != 0:
+        raise RuntimeError(f"timing subprocess for {arch} b{batch} ({group}) failed with {result.returncode}")
+    return [Row(**row) for row in json.loads(result.stdout.strip().splitlines()[-1])]
+
+
 def measure_memory_here(arch: str, batch: int, method: str) -> dict:
     """Run in the subprocess: set up, reset the peak RSS, make ONE call, report."""
-    chosen = next(m for m in methods(compiled=False) if m.name == method)
+    chosen = next(m for m in methods(compiled=False) if m.name == method)   # eager methods only
     model = make_model(arch)
     x, target = make_batch(batch)
     with contextlib.ExitStack() as stack:
@@ -353,7 +383,9 @@ def goals(rows: list[Row], compile_s: dict, memory_batch: int) -> list[dict]:
 def markdown(rows: list[Row], compile_s: dict, goal_rows: list[dict], env: dict, multi: list[dict]) -> str:
     lines = [f"torch {env['torch']}, {env['threads']} thread(s), {env['cpu']}; load average {env['load_before']} "
              f"before, {env['load_after']} after; {env['repeats']} rounds per method, median; lrpc "
-             f"{env['lrpc'].split(' @ ')[-1]}, {env['date']}.", ""]
+             f"{env['lrpc'].split(' @ ')[-1]}, {env['date']}.{'' if env.get('complete') else ' PARTIAL RUN.'}",
+             "Compiled rows are timed in their own process, round-robin with a forward and an input-gradient pass "
+             "of their own: their ratios are to those.", ""]
     lines += ["| model | batch | method | wall ms | spread | CPU ms | spread | images/s | × forward wall / CPU | "
               "× input-grad wall / CPU | call MB | peak RSS MB |",
               "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -404,16 +436,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--targets", type=int, default=5, help="K for the multi-target timing: one image, K "
                         "classes, one explain_targets call against K calls (default 5; 1 = skip)")
     parser.add_argument("--json", default=None, help="also write the results as JSON to this path")
+    parser.add_argument("--from-json", default=None, help="print the tables of a (possibly partial) JSON result")
     parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "BATCH", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--compile-child", metavar="MODEL", help=argparse.SUPPRESS)
+    parser.add_argument("--cell-child", nargs=4, metavar=("MODEL", "BATCH", "GROUP", "METHODS"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+
+    def log(message):
+        print(message, file=sys.stderr, flush=True)
+
     if args.memory_child:
         arch, batch, method = args.memory_child
         print(json.dumps(measure_memory_here(arch, int(batch), method)))
         return
     if args.compile_child:
         print(json.dumps(compile_times_here(args.compile_child)))
+        return
+    if args.cell_child:
+        arch, batch, group, names = args.cell_child
+        chosen = [m for m in methods(compiled=group == "compiled") if m.name in names.split(",")]
+        rows = time_cell_here(arch, int(batch), chosen, args.repeats, log)
+        print(json.dumps([asdict(r) for r in rows]))
+        return
+    if args.from_json:
+        with open(args.from_json) as f:
+            result = json.load(f)
+        rows = [Row(**r) for r in result["rows"]]
+        print(markdown(rows, result["compile_s"], result["goals"], result["environment"], result["multi_target"]))
         return
 
     models = (args.models or ("resnet50,vgg16" if args.quick else "resnet18,resnet50,vgg16")).split(",")
@@ -422,43 +473,51 @@ def main(argv: list[str] | None = None) -> None:
     memory_batch = max(batches) if args.memory_batch is None else args.memory_batch
     chosen_all = methods(compiled=not (args.quick or args.no_compile))
     if args.methods:
-        wanted = set(args.methods.split(",")) | {"forward", "input-gradient"}
+        wanted = set(args.methods.split(",")) | set(BASELINES)
         chosen_all = [m for m in chosen_all if m.name in wanted]
-
-    def log(message):
-        print(message, file=sys.stderr, flush=True)
 
     env = {"torch": torch.__version__, "threads": args.threads, "cpu": cpu_name(), "python": platform.python_version(),
            "load_before": load(), "repeats": repeats, "date": time.strftime("%Y-%m-%d %H:%M"),
-           "lrpc": f"{lrpc.__file__} @ {lrpc_commit()}"}
+           "lrpc": f"{lrpc.__file__} @ {lrpc_commit()}", "complete": False}
     log(f"lrpc from {env['lrpc']}")
     rows: list[Row] = []
+    compile_s: dict = {}
+    multi: list[dict] = []
+
+    def save():   # after every cell, so that a crash (or an OOM kill) keeps what was measured
+        env["load_after"] = load()
+        goal_rows = goals(rows, compile_s, memory_batch)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"environment": env, "rows": [asdict(r) for r in rows], "compile_s": compile_s,
+                           "multi_target": multi, "goals": goal_rows}, f, indent=1)
+        return goal_rows
+
     for arch in models:
-        chosen = [m for m in chosen_all if m.applies(arch)]
+        applicable = [m for m in chosen_all if m.applies(arch)]
         for batch in batches:
-            log(f"{arch} batch {batch}: timing {len(chosen)} methods, load {load()}")
-            part = time_methods(arch, batch, chosen, repeats, log)
-            if batch == memory_batch:
-                for r in part:
-                    m = next(m for m in chosen if m.name == r.method)
-                    if m.memory:
-                        log(f"  memory {arch} b{batch} {m.name}")
-                        mem = measure_memory(arch, batch, m.name, args.threads)
+            for group in ("eager", "compiled"):
+                names = [m.name for m in applicable if m.group == group]
+                if not names:
+                    continue
+                names = [*BASELINES, *(n for n in names if n not in BASELINES)]
+                log(f"{arch} batch {batch} ({group}): timing {len(names)} methods, load {load()}")
+                part = time_cell(arch, batch, group, names, repeats, args.threads)
+                if group == "eager" and batch == memory_batch:
+                    for r in part:
+                        log(f"  memory {arch} b{batch} {r.method}")
+                        mem = measure_memory(arch, batch, r.method, args.threads)
                         r.call_mb, r.peak_rss_mb = mem["call_mb"], mem["peak_rss_mb"]
-            rows += part
-    compile_s = {arch: compile_times(arch, args.threads) for arch in models}
-    multi = []
+                rows += [r for r in part if group == "eager" or r.method not in BASELINES]
+                save()
+    for arch in models:
+        compile_s[arch] = compile_times(arch, args.threads)
     if args.targets > 1:
         for arch in models:
             log(f"{arch}: {args.targets} targets of one image")
             multi.append(multi_target_times(arch, args.targets, repeats))
-    env["load_after"] = load()
-    goal_rows = goals(rows, compile_s, memory_batch)
-    print(markdown(rows, compile_s, goal_rows, env, multi))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"environment": env, "rows": [asdict(r) for r in rows], "compile_s": compile_s,
-                       "multi_target": multi, "goals": goal_rows}, f, indent=1)
+    env["complete"] = True
+    print(markdown(rows, compile_s, save(), env, multi))
 
 
 if __name__ == "__main__":
