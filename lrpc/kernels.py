@@ -35,7 +35,8 @@ def start_relevance(logits: torch.Tensor, target: torch.Tensor, *, mode: str) ->
 
 
 def batch_sum(r: torch.Tensor) -> torch.Tensor:
-    return r.reshape(r.shape[0], -1).sum(1)
+    """Per-sample total; reduces over the dims rather than a flattened view, which would copy a channels_last r."""
+    return r.sum(tuple(range(1, r.dim()))) if r.dim() > 1 else r
 
 
 def reshape_back(r: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -199,8 +199,9 @@ class RelevancePass:
         elif kind == "add":
             policy, add_kind = plan.splitting, plan.add_kind
             silent = add_kind.skip if (add_kind.kind == "identity" and not policy.identity) else -1
-            parts = self.call(split_add, (r, *ins), {"mode": policy.mode, "eps": policy.epsilon, "silent": silent},
-                              name=tag)
+            nonneg = tuple(i in self.plans and self.plans[i].nonneg for i in info.inputs)
+            parts = self.call(split_add, (r, *ins), {"mode": policy.mode, "eps": policy.epsilon, "silent": silent,
+                                                     "nonneg": nonneg}, name=tag)
             for k, producer in enumerate(info.inputs):
                 self.send(producer, n, self.call(operator.getitem, (parts, k), name=f"{tag}_{k}"))
         elif kind == "inert":  # a constant tensor (e.g. concatenated to a signal) absorbs its share, like a bias

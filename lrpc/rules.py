@@ -108,6 +108,8 @@ def _batch_like(x: Tensor, batch: int) -> Tensor:
 def _divide_own(r: Tensor, z: Tensor, stab: str, eps: float, zero: Tensor | None) -> Tensor:
     """``divide(r, z, stab, eps)`` for a z the kernel owns, computed in z's storage outside autograd (one pass
     instead of up to six); ``zero`` is the mask z == 0, None where no z is zero."""
+    if stab == "positive":   # z > 0 everywhere: nothing to stabilise or guard
+        return torch.div(r, z, out=z) if in_place() and z.shape == r.shape else r / z
     if not in_place() or stab not in ("add", "none"):
         return divide(r, z, stab, eps)
     has_zero = stab == "none" and zero is not None
@@ -119,23 +121,29 @@ def _divide_own(r: Tensor, z: Tensor, stab: str, eps: float, zero: Tensor | None
     return s.masked_fill_(zero, 0.0) if has_zero else s  # 0/0 := 0
 
 
-def _contribution_part(m, args, r, terms, bias, eps, stab, *, nonneg_z=False, zero_mask=False):
+def _contribution_part(m, args, r, terms, bias, eps, stab, *, nonneg_z=False, zero_mask=False, z_positive=False):
     """Relevance through one sign part: terms are (input part, weight part) pairs whose products share a sign.
     An input part may have batch size 1 (an all-ones input): z then broadcasts over the batch.
     Returns the relevance and, with ``zero_mask``, where the part's unstabilised denominator z is zero (None
     when nowhere).
-    ``nonneg_z``: every contribution is >= 0 (z⁺'s positive part), so the sign stabiliser is z + eps."""
+    ``nonneg_z``: every contribution is >= 0 (z⁺'s positive part), so the sign stabiliser is z + eps;
+    ``z_positive``: the bias holds the stabiliser, so z > 0 and r / z is the whole division."""
     z = None
     for x, w in terms:
         zx = m.forward(x, w, bias, args)
         z, bias = (zx if z is None else z + zx), None
     zero = None
-    if zero_mask or stab == "none":
-        if nonneg_z and not torch.compiler.is_compiling():
-            zero = (z == 0) if z.numel() and bool(z.min() == 0) else None  # z >= 0: one reduction tells
-        else:
-            zero = z == 0
-            zero = zero if _needed(zero) else None
+    if z_positive:
+        stab = "positive"
+    else:
+        if stab in ("sign", "add") and eps == 0:
+            stab = "none"   # no shift at all is LRP-0, 0/0 := 0 (as ``divide`` has it)
+        if zero_mask or stab == "none":
+            if nonneg_z and not torch.compiler.is_compiling():
+                zero = (z == 0) if z.numel() and bool(z.min() == 0) else None  # z >= 0: one reduction tells
+            else:
+                zero = z == 0
+                zero = zero if _needed(zero) else None
     if nonneg_z and stab == "sign":
         stab = "add"  # sign(z) = +1 on z >= 0: the same value without the where
     s = _divide_own(r, z, stab, eps, zero)
@@ -151,8 +159,17 @@ def _needed(mask: Tensor) -> bool:
     return torch.compiler.is_compiling() or bool(mask.any())
 
 
+def positive_stabilizer(m, eps: float, stab: str, eps_in_bias: bool) -> tuple[float, str, bool]:
+    """(eps, stab, z_positive) for the positive part of αβ / z⁺. With ``eps_in_bias`` the compile-time b⁺ of a
+    conv or linear layer already holds ε — the layer adds it in its own kernel, one memory pass fewer per
+    layer — so z > 0 everywhere and the division needs no stabiliser and no 0/0 guard."""
+    if eps_in_bias and m.weighted:
+        return 0.0, "none", True
+    return eps, stab, False
+
+
 def alpha_beta_kernel(a, out, r, w_pos, w_neg, b_pos, b_neg, *, map, args, nonneg, alpha, beta, eps, stab,
-                      ones_input, fallback):
+                      ones_input, fallback, eps_in_bias):
     m = LINEAR_MAPS[map]
     if ones_input:  # one all-ones sample stands for the batch: z is the same for every sample
         a, nonneg = torch.ones_like(a[:1]), True
@@ -163,8 +180,9 @@ def alpha_beta_kernel(a, out, r, w_pos, w_neg, b_pos, b_neg, *, map, args, nonne
         negative = [(a_pos, w_neg)] + ([] if nonneg else [(a_neg, w_pos)])
     else:  # the implicit weights of a pool are all >= 0
         positive, negative = [(a_pos, None)], ([] if nonneg else [(a_neg, None)])
-    relevance, zero_pos = _contribution_part(m, args, r, positive, b_pos, eps, stab, nonneg_z=True,
-                                             zero_mask=fallback)
+    pos_eps, pos_stab, z_positive = positive_stabilizer(m, eps, stab, eps_in_bias)
+    relevance, zero_pos = _contribution_part(m, args, r, positive, b_pos, pos_eps, pos_stab, nonneg_z=True,
+                                             zero_mask=fallback, z_positive=z_positive)
     if fallback and zero_pos is not None:
         # an output with relevance but no positive contribution would lose it under z⁺: route it through its
         # negative contributions, and where the input window is all zero, evenly over the window
@@ -209,14 +227,23 @@ class AlphaBeta(Rule):
         if self.fallback and self.beta != 0.0:
             raise LrpcError(f"{self.name}: fallback=True is for z+ (beta=0) only")
 
+    @property
+    def eps_in_bias(self) -> bool:
+        """Whether b⁺ carries ε (see ``positive_stabilizer``); the fallback reads the unstabilised z, so not then."""
+        return self.epsilon > 0 and self.stabilizer in ("sign", "add") and not self.fallback
+
     def constants(self, weight, bias):
         bias = bias if self.bias else None
-        return {"w_pos": _pos(weight), "w_neg": _neg(weight), "b_pos": _pos(bias),
+        b_pos = _pos(bias)
+        if self.eps_in_bias and weight is not None:   # sign(z⁺) = +1: both stabilisers add ε
+            b_pos = (weight.new_zeros(weight.shape[0]) if b_pos is None else b_pos) + self.epsilon
+        return {"w_pos": _pos(weight), "w_neg": _neg(weight), "b_pos": b_pos,
                 "b_neg": _neg(bias) if self.beta else None}
 
     def kernel_kwargs(self):
         return {"alpha": float(self.alpha), "beta": float(self.beta), "eps": float(self.epsilon),
-                "stab": self.stabilizer, "ones_input": self.ones_input, "fallback": self.fallback}
+                "stab": self.stabilizer, "ones_input": self.ones_input, "fallback": self.fallback,
+                "eps_in_bias": self.eps_in_bias}
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,9 @@ class Splitting:
         return f"{self.mode}({'with' if self.identity else 'without'} identity{extra})"
 
 
-def split_add(r, x0, x1, *, mode, eps, silent):
-    """Return (R_0, R_1) for y = x0 + x1; ``silent`` is the index of an operand that gets nothing, or -1."""
+def split_add(r, x0, x1, *, mode, eps, silent, nonneg=(False, False)):
+    """Return (R_0, R_1) for y = x0 + x1; ``silent`` is the index of an operand that gets nothing, or -1;
+    ``nonneg[k]``: the compiler proved x_k >= 0 (a ReLU output), so |x_k| = x_k needs no pass of its own."""
     if silent == 0:
         return torch.zeros_like(x0), r.sum_to_size(x1.shape)
     if silent == 1:
@@ -50,18 +51,28 @@ def split_add(r, x0, x1, *, mode, eps, silent):
     if mode == "symmetric":
         r0 = r1 = 0.5 * r
     elif mode == "ratio":
-        # m0 and share0 are this function's own temporaries (autograd saves neither), so they are reused in place
-        m0 = x0.abs()
-        total = m0 + x1.abs()  # out of place: an operand may be broadcast (x + bias-like tensor)
-        # 0/0 (both operands zero) splits evenly; it is the only NaN finite activations give here
-        share0 = (m0.div_(total) if m0.shape == total.shape else m0 / total).nan_to_num_(nan=0.5)
-        r0 = share0.mul_(r) if share0.shape == r.shape else r * share0
+        r0 = _ratio_share(x0, x1, nonneg)
+        r0 = r0.mul_(r) if in_place() and r0.shape == r.shape else r0 * r
         r1 = r - r0
     else:
         s = divide(r, x0 + x1, "sign" if eps else "none", eps)
         r0 = x0 * s
         r1 = s.mul_(x1) if in_place() and s.shape == x1.shape else x1 * s
     return r0.sum_to_size(x0.shape), r1.sum_to_size(x1.shape)
+
+
+def _ratio_share(x0, x1, nonneg):
+    """|x0| / (|x0| + |x1|), 0/0 := 1/2 (both operands zero: the only NaN finite activations give here).
+    Eager PyTorch runs one memory pass per op, so the temporaries this function made are reused in place."""
+    m0 = x0 if nonneg[0] else x0.abs()
+    m1 = x1 if nonneg[1] else x1.abs()
+    own = in_place()
+    if own and not nonneg[1] and m1.shape == torch.broadcast_shapes(m0.shape, m1.shape):
+        total = m1.add_(m0)
+    else:
+        total = m0 + m1   # out of place: an operand may be broadcast (x + bias-like tensor)
+    share = torch.div(m0, total, out=total) if own and total.shape == m0.shape else m0 / total
+    return share.nan_to_num_(nan=0.5) if own else share.nan_to_num(nan=0.5)
 
 
 @dataclass(frozen=True)

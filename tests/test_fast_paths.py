@@ -29,6 +29,10 @@ def _input_gradient(x, w, s, stride, padding, dilation, groups):
     (1, (3, 5), 1, 3, 1, 0, 1),
     (3, (2, 3), 1, 3, 1, 1, 1),
     (2, (4, 6), 1, 3, 2, 1, 1),      # strided: the input-gradient kernel
+    (2, (8, 6), 1, 1, 2, 0, 1),      # strided pointwise (projection shortcut): the scatter path
+    (2, (8, 6), 2, 1, 3, 0, 1),      # ... grouped, a stride that leaves a remainder
+    (1, (3, 5), 1, 1, 2, 0, 1),
+    (2, (8, 6), 1, 1, 2, 1, 1),      # padded pointwise: the input-gradient kernel
     (2, (4, 6), 1, 3, 1, 3, 1),      # padding beyond the kernel: the input-gradient kernel
 ])
 def test_conv_transpose_is_the_input_gradient(dims, channels, groups, kernel, stride, padding, dilation):
@@ -41,6 +45,12 @@ def test_conv_transpose_is_the_input_gradient(dims, channels, groups, kernel, st
     expected = _input_gradient(x, w, s, *args)
     for _ in range(2):   # the second call reads the cached kernel
         assert torch.allclose(CONV.transpose(s, x, w, args), expected, rtol=1e-12, atol=1e-12)
+    if dims == 2:   # channels_last relevance stays channels_last
+        last = torch.channels_last
+        got = CONV.transpose(s.contiguous(memory_format=last), x.contiguous(memory_format=last),
+                             w.contiguous(memory_format=last), args)
+        assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
+        assert got.is_contiguous(memory_format=last)
 
 
 def test_cached_kernel_follows_in_place_edits():
@@ -71,7 +81,7 @@ def test_in_place_kernels_differentiate_correctly():
     def zplus(r):
         return alpha_beta_kernel(a, out, r, w.clamp(min=0), w.clamp(max=0), None, None, map="conv", args=args,
                                  nonneg=True, alpha=1.0, beta=0.0, eps=1e-3, stab="sign", ones_input=False,
-                                 fallback=True)
+                                 fallback=True, eps_in_bias=False)
 
     x0, x1 = torch.randn(2, 1, 4, 5, 5, dtype=torch.float64)
 

@@ -77,7 +77,8 @@ def _alpha_beta(a, out, consts, kw):
     positive = [(a_pos, w_pos)] + ([] if nonneg else [(a_neg, w_neg)])
     negative = [(a_pos, w_neg)] + ([] if nonneg else [(a_neg, w_pos)])
     stab, eps, alpha = kw["stab"], kw["eps"], kw["alpha"]
-    part, z_pos = _part(m, args, positive, b_pos, stab, eps, alpha)
+    pos_eps, pos_stab, _ = rules.positive_stabilizer(m, eps, stab, kw["eps_in_bias"])
+    part, z_pos = _part(m, args, positive, b_pos, pos_stab, pos_eps, alpha)
     parts = [part]
     orphans = z_pos == 0
     if kw.get("fallback", False) and bool(orphans.any()):
