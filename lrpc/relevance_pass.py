@@ -67,13 +67,13 @@ class RelevancePass:
         if consumer is not None:
             self.pairings[consumer.name].messages.append((producer.name, message.name))
 
-    def constants(self, node: fx.Node, rule, weight, bias) -> list[fx.Node | None]:
+    def constants(self, node: fx.Node, rule, weight, bias, nonneg_input: bool) -> list[fx.Node | None]:
         """get_attr nodes for a rule's constants, computed once per (rule, parameters): a module used twice,
         or two nodes sharing a weight, share the buffers."""
-        key = (rule.describe(), id(weight), id(bias))
+        key = (rule.describe(), id(weight), id(bias), nonneg_input)
         if key not in self._constants:
             names = []
-            for name, value in rule.constants(weight, bias).items():
+            for name, value in rule.constants(weight, bias, nonneg_input=nonneg_input).items():
                 if value is None:
                     names.append(None)
                     continue
@@ -173,8 +173,9 @@ class RelevancePass:
             self.send(info.inputs[0], n, self.call(kernels.permute_back, (r,), {"dims": info.args}, name=tag), total)
         elif kind == "linear":
             rule = plan.rule
-            consts = self.constants(n, rule, info.weight, info.bias)
-            kwargs = {"map": info.map, "args": info.args, "nonneg": self.plans[info.inputs[0]].nonneg, **rule.kernel_kwargs()}
+            nonneg = self.plans[info.inputs[0]].nonneg
+            consts = self.constants(n, rule, info.weight, info.bias, nonneg)
+            kwargs = {"map": info.map, "args": info.args, "nonneg": nonneg, **rule.kernel_kwargs()}
             out = self.env[n] if rule.reads_output else None
             message = self.call(rule.kernel, (ins[0], out, r, *consts), kwargs, name=tag)
             self.send(info.inputs[0], n, message)

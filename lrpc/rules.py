@@ -43,7 +43,10 @@ class Rule:
     # so the output is freed as soon as the forward is done with it (a conv's output lives on only for its BN)
     reads_output: ClassVar[bool] = True
 
-    def constants(self, weight: Tensor | None, bias: Tensor | None) -> dict[str, Tensor | None]:
+    def constants(self, weight: Tensor | None, bias: Tensor | None, *,
+                  nonneg_input: bool = False) -> dict[str, Tensor | None]:
+        """The kernel's constants by name; ``nonneg_input``: the compiler proved the layer input >= 0, so a
+        constant only negative inputs read may be None (VGG-16's W⁻ alone is 550 MB)."""
         raise NotImplementedError
 
     def kernel_kwargs(self) -> dict[str, Any]:
@@ -78,7 +81,7 @@ class Epsilon(Rule):
     name: ClassVar[str] = "epsilon"
     kernel: ClassVar = staticmethod(epsilon_kernel)
 
-    def constants(self, weight, bias):
+    def constants(self, weight, bias, *, nonneg_input=False):
         return {"weight": weight, "bias": bias}
 
     def kernel_kwargs(self):
@@ -232,12 +235,13 @@ class AlphaBeta(Rule):
         """Whether b⁺ carries ε (see ``positive_stabilizer``); the fallback reads the unstabilised z, so not then."""
         return self.epsilon > 0 and self.stabilizer in ("sign", "add") and not self.fallback
 
-    def constants(self, weight, bias):
+    def constants(self, weight, bias, *, nonneg_input=False):
         bias = bias if self.bias else None
         b_pos = _pos(bias)
         if self.eps_in_bias and weight is not None:   # sign(z⁺) = +1: both stabilisers add ε
             b_pos = (weight.new_zeros(weight.shape[0]) if b_pos is None else b_pos) + self.epsilon
-        return {"w_pos": _pos(weight), "w_neg": _neg(weight), "b_pos": b_pos,
+        negative_read = not (nonneg_input or self.ones_input) or self.beta != 0 or self.fallback
+        return {"w_pos": _pos(weight), "w_neg": _neg(weight) if negative_read else None, "b_pos": b_pos,
                 "b_neg": _neg(bias) if self.beta else None}
 
     def kernel_kwargs(self):
@@ -288,7 +292,7 @@ class Gamma(Rule):
     kernel: ClassVar = staticmethod(gamma_kernel)
     needs_weights: ClassVar[bool] = True
 
-    def constants(self, weight, bias):
+    def constants(self, weight, bias, *, nonneg_input=False):
         g = self.gamma
         bias = bias if self.bias else None
         return {"weight": weight, "w_up": weight + g * weight.clamp(min=0), "w_down": weight + g * weight.clamp(max=0),
@@ -325,7 +329,7 @@ class ZBox(Rule):
     reads_output: ClassVar[bool] = False
     needs_weights: ClassVar[bool] = True
 
-    def constants(self, weight, bias):
+    def constants(self, weight, bias, *, nonneg_input=False):
         channels = weight.shape[1]  # input channels of a linear layer or an ungrouped conv
         low, high = (torch.as_tensor(t, dtype=weight.dtype).flatten() for t in (self.low, self.high))
         low, high = (t.expand(channels).clone() if t.numel() == 1 else t for t in (low, high))
@@ -360,7 +364,7 @@ class Flat(Rule):
     kernel: ClassVar = staticmethod(uniform_kernel)
     reads_output: ClassVar[bool] = False
 
-    def constants(self, weight, bias):
+    def constants(self, weight, bias, *, nonneg_input=False):
         return {"weight": None if weight is None else torch.ones_like(weight), "bias": None}
 
     def kernel_kwargs(self):
@@ -379,7 +383,7 @@ class WSquare(Rule):
     reads_output: ClassVar[bool] = False
     needs_weights: ClassVar[bool] = True
 
-    def constants(self, weight, bias):
+    def constants(self, weight, bias, *, nonneg_input=False):
         return {"weight": weight.square(), "bias": None if bias is None or not self.bias else bias.square()}
 
     def kernel_kwargs(self):
@@ -399,7 +403,7 @@ class Pass(Rule):
     kernel: ClassVar = staticmethod(pass_kernel)
     reads_output: ClassVar[bool] = False
 
-    def constants(self, weight, bias):
+    def constants(self, weight, bias, *, nonneg_input=False):
         return {}
 
     def kernel_kwargs(self):

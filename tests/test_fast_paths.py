@@ -94,3 +94,24 @@ def test_in_place_kernels_differentiate_correctly():
     recorded = zplus(r).detach()
     with torch.inference_mode():   # the in-place path gives the values the recorded one does
         assert torch.allclose(zplus(r.detach()), recorded, rtol=1e-12, atol=1e-15)
+
+
+def test_negative_weights_are_kept_only_where_a_kernel_reads_them():
+    """z⁺ on an input the compiler proved >= 0 never reads W⁻: no buffer for it (VGG-16's would be 550 MB);
+    the signed image input and the fallback (which routes orphaned relevance through W⁻) keep it."""
+    import lrpc
+    from torch import nn
+
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(4 * 6 * 6, 5)).eval()
+    x = torch.randn(2, 3, 6, 6)
+
+    def negative_buffers(explainer):
+        return sorted(name for name, _ in explainer.module.named_buffers() if name.endswith("_w_neg"))
+
+    plain = lrpc.compile(model, rules=lrpc.Rules(conv=lrpc.rules.ZPlus(), linear=lrpc.rules.ZPlus(),
+                                                pool=lrpc.rules.ZPlus()), example_input=x)
+    assert negative_buffers(plain) == ["lrpc_const__0_w_neg"]   # node "_0": the first conv, on the image
+    assert len(negative_buffers(lrpc.compile(model, rules="otsuki2024", example_input=x))) == 0  # ones input
+    assert len(negative_buffers(lrpc.compile(model, rules="default", example_input=x))) == 3     # fallback
