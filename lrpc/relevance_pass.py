@@ -18,6 +18,7 @@ from typing import Iterable
 
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 
 from . import kernels
 from .annotate import NodePlan
@@ -47,6 +48,7 @@ class RelevancePass:
         self.pairings: dict[str, Pairing] = {}
         self._constants: dict[tuple, list[str | None]] = {}
         self.relevance_of: dict[fx.Node, fx.Node] = {}
+        self.maxpool_indices: dict[fx.Node, fx.Node] = {}
 
     # ------------------------------------------------------------------------------------------------ helpers
     def call(self, fn, args, kwargs=None, name=None) -> fx.Node:
@@ -91,7 +93,7 @@ class RelevancePass:
         target = self.graph.placeholder("target", default_value=None)
         for n in nodes:
             if n.op not in ("placeholder", "output"):
-                self.env[n] = self.graph.node_copy(n, self.env.__getitem__)
+                self.env[n] = self.copy_forward(n)
                 if self.debug and n in self.plans:
                     self.env[n] = self.call(kernels.check_finite, (self.env[n],),
                                             {"node": n.name, "what": "the forward activation"}, name=f"finite_{n.name}")
@@ -128,6 +130,17 @@ class RelevancePass:
         self.graph.output((logits, resolved, input_relevance, layer_sums, node_sums, kept))
         module = fx.GraphModule(self.gm, self.graph, class_name="RelevanceModule")
         return module, [n.name for n in layers], self.pairings
+
+    def copy_forward(self, n: fx.Node) -> fx.Node:
+        """The forward node in the generated graph. A winner-take-all max-pool keeps the arg-max indices its
+        forward finds anyway, so its relevance op need not run the pool a second time."""
+        plan = self.plans.get(n)
+        if plan is None or plan.maxpool != "winner":
+            return self.graph.node_copy(n, self.env.__getitem__)
+        pooled = self.call(F.max_pool2d_with_indices, (self.env[plan.info.inputs[0]], *plan.info.args),
+                           name=f"{n.name}_with_indices")
+        self.maxpool_indices[n] = self.call(operator.getitem, (pooled, 1), name=f"{n.name}_indices")
+        return self.call(operator.getitem, (pooled, 0), name=n.name)
 
     def kept_tensors(self, nodes: list[fx.Node]) -> dict[str, tuple[fx.Node, fx.Node]]:
         """(relevance, activation) of the nodes the user asked to keep; unknown names fail with the valid ones."""
@@ -183,8 +196,8 @@ class RelevancePass:
             kernel, stride, padding, dilation, ceil_mode = info.args
             message = self.call(kernels.maxpool_relevance, (ins[0], self.env[n], r),
                                 {"mode": plan.maxpool, "kernel": kernel, "stride": stride, "padding": padding,
-                                 "dilation": dilation, "ceil_mode": ceil_mode,
-                                 "eps": plan.maxpool_epsilon}, name=tag)
+                                 "dilation": dilation, "ceil_mode": ceil_mode, "eps": plan.maxpool_epsilon,
+                                 "indices": self.maxpool_indices.get(n)}, name=tag)
             self.send(info.inputs[0], n, message)
         elif kind == "amax":
             dims, keepdim = info.args

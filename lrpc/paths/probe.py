@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 
 from .. import kernels
 from ..errors import LrpcError
@@ -72,6 +73,14 @@ def is_weighted(plan) -> bool:
     return plan.info.kind == "linear" and plan.info.map in WEIGHTED_MAPS
 
 
+def _copied(node: fx.Node | None, plan) -> bool:
+    if node is None:
+        return False
+    if plan.maxpool == "winner":   # the pool runs once, with its arg-max indices (RelevancePass.copy_forward)
+        return node.target is operator.getitem and node.args[0].target is F.max_pool2d_with_indices
+    return node.op == plan.node.op and (node.op == "placeholder" or node.target == plan.node.target)
+
+
 class Probe:
     def __init__(self, explainer: Explainer):
         self._owner = weakref.ref(explainer)  # the caches are keyed weakly by the explainer: do not keep it alive
@@ -80,8 +89,7 @@ class Probe:
         self.generated = explainer.module
         self.nodes = {n.name: n for n in self.generated.graph.nodes}
         for name, plan in self.plans.items():
-            node = self.nodes.get(name)
-            if node is None or node.op != plan.node.op or (node.op != "placeholder" and node.target != plan.node.target):
+            if not _copied(self.nodes.get(name), plan):
                 raise AssertionError(f"forward node {name!r} is not copied under its name in the generated module")
         self.layers = [name for name, plan in self.plans.items() if is_weighted(plan)]
         self.logits = self._output_node().args[0][0].name
