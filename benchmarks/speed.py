@@ -7,7 +7,8 @@
 Timing: every method of one (model, batch) is set up first, warmed up once, then timed round-robin — the order
 rotates each round — so machine noise hits all methods alike; the table gives the median, the spread
 (max − min) / median of the rounds, images/s and the ratios to the plain forward and to the input-gradient pass
-of the same model and batch, all from the same run. Weights are random (no downloads): the timings do not
+of the same model and batch, all from the same run. A ratio is the median of the per-round ratios: on a shared
+host the speed drifts by tens of percent over minutes, and that drift cancels within a round. Weights are random (no downloads): the timings do not
 depend on them, except lrpc's data-dependent z+ fallback (the `default` preset), which runs where a z+ output
 is exactly zero.
 
@@ -147,14 +148,33 @@ def methods(compiled: bool) -> list[Method]:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+MEMORY_FORMAT = torch.contiguous_format   # --channels-last: model and batch stored channels-last, for every method
+
+
 def make_model(arch: str) -> nn.Module:
     torch.manual_seed(0)
-    return ARCHITECTURES[arch](num_classes=CLASSES).eval().requires_grad_(False)
+    return ARCHITECTURES[arch](num_classes=CLASSES).eval().requires_grad_(False).to(memory_format=MEMORY_FORMAT)
 
 
 def make_batch(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(batch)
-    return torch.randn(batch, 3, SIZE, SIZE, generator=g), torch.randint(0, CLASSES, (batch,), generator=g)
+    x = torch.randn(batch, 3, SIZE, SIZE, generator=g).contiguous(memory_format=MEMORY_FORMAT)
+    return x, torch.randint(0, CLASSES, (batch,), generator=g)
+
+
+def _child() -> list[str]:
+    """The command line of a measuring subprocess, with this run's memory format."""
+    return [sys.executable, __file__, *(["--channels-last"] if MEMORY_FORMAT is torch.channels_last else [])]
+
+
+def paired_ratio(a: "Row", b: "Row") -> float:
+    """Median over rounds of a's time / b's time in the same round: the machine's drift over a run (large on a
+    shared host) cancels within a round, where a ratio of two medians would keep it."""
+    return statistics.median(x / y for x, y in zip(a.rounds, b.rounds))
+
+
+def paired_cpu_ratio(a: "Row", b: "Row") -> float:
+    return statistics.median(x / y for x, y in zip(a.cpu_rounds, b.cpu_rounds))
 
 
 def _status(field_name: str) -> int:
@@ -199,7 +219,7 @@ class Row:
     cpu_rounds: list[float] = field(default_factory=list)
     first_call_s: float = 0.0          # warm-up call: for torch.compile'd rows, compiling
     images_per_s: float = 0.0
-    x_forward: float = 0.0             # wall-clock ratios
+    x_forward: float = 0.0             # wall-clock ratios, paired by round (``paired_ratio``)
     x_input_gradient: float = 0.0
     cpu_x_forward: float = 0.0         # CPU-time ratios
     cpu_x_input_gradient: float = 0.0
@@ -243,10 +263,10 @@ def time_cell_here(arch: str, batch: int, chosen: list[Method], repeats: int, lo
                         batch / med, conservation_error=conservation, diff_vs_eager=difference))
     by_name = {r.method: r for r in rows}
     for r in rows:
-        r.x_forward = r.median_s / by_name["forward"].median_s
-        r.x_input_gradient = r.median_s / by_name["input-gradient"].median_s
-        r.cpu_x_forward = r.cpu_s / by_name["forward"].cpu_s
-        r.cpu_x_input_gradient = r.cpu_s / by_name["input-gradient"].cpu_s
+        r.x_forward = paired_ratio(r, by_name["forward"])
+        r.x_input_gradient = paired_ratio(r, by_name["input-gradient"])
+        r.cpu_x_forward = paired_cpu_ratio(r, by_name["forward"])
+        r.cpu_x_input_gradient = paired_cpu_ratio(r, by_name["input-gradient"])
     return rows
 
 
@@ -260,7 +280,7 @@ def conservation_and_difference(exp, eager_relevance) -> tuple[float, float | No
 
 def time_cell(arch: str, batch: int, group: str, names: list[str], repeats: int, threads: int) -> list[Row]:
     """``time_cell_here`` in a fresh subprocess: memory from one cell cannot pile onto the next."""
-    result = subprocess.run([sys.executable, __file__, "--cell-child", arch, str(batch), group, ",".join(names),
+    result = subprocess.run([*_child(), "--cell-child", arch, str(batch), group, ",".join(names),
                              "--repeats", str(repeats), "--threads", str(threads)], text=True,
                             stdout=subprocess.PIPE)
     if result.returncode != 0:
@@ -284,7 +304,7 @@ def measure_memory_here(arch: str, batch: int, method: str) -> dict:
 
 
 def measure_memory(arch: str, batch: int, method: str, threads: int) -> dict:
-    result = subprocess.run([sys.executable, __file__, "--memory-child", arch, str(batch), method,
+    result = subprocess.run([*_child(), "--memory-child", arch, str(batch), method,
                              "--threads", str(threads)], capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"memory subprocess for {arch} b{batch} {method} failed:\n{result.stderr[-2000:]}")
@@ -329,7 +349,7 @@ def compile_times_here(arch: str, repeats: int = 3) -> dict[str, float]:
 
 
 def compile_times(arch: str, threads: int) -> dict[str, float]:
-    result = subprocess.run([sys.executable, __file__, "--compile-child", arch, "--threads", str(threads)],
+    result = subprocess.run([*_child(), "--compile-child", arch, "--threads", str(threads)],
                             capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"compile-time subprocess for {arch} failed:\n{result.stderr[-2000:]}")
@@ -355,14 +375,14 @@ def goals(rows: list[Row], compile_s: dict, memory_batch: int) -> list[dict]:
         for preset in (*GOAL_PRESETS, "epsilon-plus-flat"):
             r = at.get(("resnet50", 8, f"lrpc {preset}"))
             if r:
-                speedup = z.median_s / r.median_s
+                speedup = paired_ratio(z, r)
                 add(f"ResNet-50 b8 zennit / lrpc {preset}", round(speedup, 2), ">= 3", speedup >= 3)
     c = at.get(("vgg16", 8, "captum LRP"))
     if c:
         for preset in (*GOAL_PRESETS, "epsilon-plus-flat"):
             r = at.get(("vgg16", 8, f"lrpc {preset}"))
             if r:
-                speedup = c.median_s / r.median_s
+                speedup = paired_ratio(c, r)
                 add(f"VGG-16 b8 captum / lrpc {preset}", round(speedup, 2), "> 1", speedup > 1)
     g = at.get(("resnet50", memory_batch, "input-gradient"))
     if g and g.call_mb:
@@ -381,8 +401,10 @@ def goals(rows: list[Row], compile_s: dict, memory_batch: int) -> list[dict]:
 
 
 def markdown(rows: list[Row], compile_s: dict, goal_rows: list[dict], env: dict, multi: list[dict]) -> str:
-    lines = [f"torch {env['torch']}, {env['threads']} thread(s), {env['cpu']}; load average {env['load_before']} "
-             f"before, {env['load_after']} after; {env['repeats']} rounds per method, median; lrpc "
+    lines = [f"torch {env['torch']}, {env['threads']} thread(s), {env['cpu']}, {env.get('memory_format', 'contiguous')} "
+             f"tensors; load average {env['load_before']} "
+             f"before, {env['load_after']} after; {env['repeats']} rounds per method, medians (ratios: median of "
+             f"the per-round ratios); lrpc "
              f"{env['lrpc'].split(' @ ')[-1]}, {env['date']}.{'' if env.get('complete') else ' PARTIAL RUN.'}",
              "Compiled rows are timed in their own process, round-robin with a forward and an input-gradient pass "
              "of their own: their ratios are to those.", ""]
@@ -431,6 +453,10 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"torch threads (default {torch.get_num_threads()})")
     parser.add_argument("--methods", default=None, help="comma-separated subset of method names")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile'd lrpc rows")
+    parser.add_argument("--compile-batches", default="8", help="batch sizes that get torch.compile'd rows "
+                        "(default 8; each compile takes minutes on a CPU)")
+    parser.add_argument("--channels-last", action="store_true", help="store model and inputs channels-last for "
+                        "every method (CPU convolutions run faster that way; lrpc keeps the layout throughout)")
     parser.add_argument("--memory-batch", type=int, default=None,
                         help="batch size whose rows get memory measured (default: the largest; 0 = none)")
     parser.add_argument("--targets", type=int, default=5, help="K for the multi-target timing: one image, K "
@@ -443,6 +469,8 @@ def main(argv: list[str] | None = None) -> None:
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    global MEMORY_FORMAT
+    MEMORY_FORMAT = torch.channels_last if args.channels_last else torch.contiguous_format
 
     def log(message):
         print(message, file=sys.stderr, flush=True)
@@ -477,6 +505,7 @@ def main(argv: list[str] | None = None) -> None:
         chosen_all = [m for m in chosen_all if m.name in wanted]
 
     env = {"torch": torch.__version__, "threads": args.threads, "cpu": cpu_name(), "python": platform.python_version(),
+           "memory_format": "channels_last" if args.channels_last else "contiguous",
            "load_before": load(), "repeats": repeats, "date": time.strftime("%Y-%m-%d %H:%M"),
            "lrpc": f"{lrpc.__file__} @ {lrpc_commit()}", "complete": False}
     log(f"lrpc from {env['lrpc']}")
@@ -498,6 +527,8 @@ def main(argv: list[str] | None = None) -> None:
         for batch in batches:
             for group in ("eager", "compiled"):
                 names = [m.name for m in applicable if m.group == group]
+                if group == "compiled" and str(batch) not in args.compile_batches.split(","):
+                    continue
                 if not names:
                     continue
                 names = [*BASELINES, *(n for n in names if n not in BASELINES)]
