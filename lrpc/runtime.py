@@ -1,6 +1,8 @@
 """Step 5 of the pipeline: the user-facing explainer (validated calls into the generated module) and readout."""
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass, field
 
 import torch
@@ -104,6 +106,12 @@ class Explainer:
     def compile(self, **torch_compile_kwargs) -> "Explainer":
         """Hand the whole generated module to ``torch.compile`` as one graph (on CPU, inductor needs a C++
         compiler). The first call compiles (tens of seconds for a ResNet); later calls reuse the code."""
+        fallback = sorted(name for name, plan in self.plans.items() if getattr(plan.rule, "fallback", False))
+        if fallback:
+            warnings.warn(f"{len(fallback)} layers (e.g. {fallback[0]!r}) use the z+ fallback; eager code runs its "
+                          "extra convolutions only when an output has no positive evidence, compiled code always "
+                          "(one graph has no data-dependent branch), so expect the compiled module to be slower than "
+                          "the eager one (ResNet-50: about 2x)", stacklevel=2)
         self._compile_kwargs = torch_compile_kwargs
         self._run = torch.compile(self.module, **torch_compile_kwargs)
         self._multi_run = None

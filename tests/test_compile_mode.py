@@ -2,6 +2,7 @@
 compiler): compiled and eager explanations agree to 1e-5 — input relevance, readouts, logits — including the
 paths eager mode takes only when needed (the z+ fallback, 0/0 guards) and the multi-target module."""
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -11,8 +12,9 @@ import lrpc
 
 from conftest import randomize_batchnorm
 
-pytestmark = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("gcc") is None,
-                                reason="inductor on CPU needs a C++ compiler")
+pytestmark = [pytest.mark.skipif(shutil.which("g++") is None and shutil.which("gcc") is None,
+                                 reason="inductor on CPU needs a C++ compiler"),
+              pytest.mark.filterwarnings("ignore:.*z\\+ fallback:UserWarning")]   # tested on its own below
 
 
 class TinyResNet(nn.Module):
@@ -62,6 +64,27 @@ def test_compiled_equals_eager():
     _assert_same(compiled(x, target), eager(x, target))
 
 
+def test_compiled_fallback_equals_eager_where_it_matters():
+    """An image with a blank patch and a stem channel with only negative weights and a positive bias give z+
+    orphans of both kinds (all-zero windows, outputs with only negative evidence): the fallback changes the
+    result here, and compiled code (which always runs it) agrees with eager (which runs it because it must)."""
+    torch.manual_seed(1)
+    model = randomize_batchnorm(TinyResNet()).eval()
+    with torch.no_grad():
+        model.stem.weight[0] = -model.stem.weight[0].abs()
+        model.stem.bias[0] = 2.0
+    x = torch.randn(3, 3, 16, 16)
+    x[:, :, 4:10, 4:10] = 0.0
+    eager = lrpc.compile(model, "default", example_input=x[:1])
+    plain = lrpc.compile(model, lrpc.preset("default").replace(conv=lrpc.rules.ZPlus(epsilon=0.0, stabilizer="none",
+                                                                                      bias=False)),
+                         example_input=x[:1])
+    assert float(plain(x).conservation_error().max()) > 1e-3          # without the fallback, relevance is lost
+    assert float(eager(x).conservation_error().max()) < 1e-5          # the orphans were routed
+    compiled = lrpc.compile(model, "default", example_input=x[:1]).compile()
+    _assert_same(compiled(x), eager(x))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["otsuki2024", "default"])
 def test_compiled_equals_eager_every_entry_point(preset):
@@ -80,3 +103,14 @@ def test_one_graph_without_breaks(preset):
     with torch.inference_mode():
         report = torch._dynamo.explain(explainer.module)(x, torch.tensor([1, 3]))
     assert (report.graph_count, report.graph_break_count) == (1, 0), report.break_reasons
+
+
+def test_compiling_a_fallback_rule_set_warns_that_it_costs_more():
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 16, 16)
+    model = TinyResNet().eval()
+    with pytest.warns(UserWarning, match="z\\+ fallback"):
+        lrpc.compile(model, "default", example_input=x).compile()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lrpc.compile(model, "otsuki2024", example_input=x).compile()   # torch.compile is lazy: nothing compiles

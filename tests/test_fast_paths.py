@@ -1,11 +1,16 @@
-"""The speed paths are exact: the flipped-kernel conv transpose equals autograd's input gradient of the conv, its
-per-weight cache notices in-place edits, and the kernels that update their temporaries in place still give
-correct gradients where autograd records them (path analysis differentiates replayed relevance ops)."""
+"""The speed paths are exact: the flipped-kernel and scattered pointwise conv transposes equal autograd's input
+gradient of the conv, the per-weight cache notices in-place edits, the kernels that update their temporaries in
+place still give correct gradients where autograd records them (path analysis differentiates replayed relevance
+ops), unread constants are not stored, and a channels-last model explains to the same numbers."""
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+import lrpc
 from lrpc.linear_maps import LINEAR_MAPS
+from lrpc.models import ARCHITECTURES
+from lrpc.models.testing import randomize_batchnorm
 from lrpc.rules import alpha_beta_kernel
 from lrpc.splitting import split_add
 
@@ -99,9 +104,6 @@ def test_in_place_kernels_differentiate_correctly():
 def test_negative_weights_are_kept_only_where_a_kernel_reads_them():
     """z⁺ on an input the compiler proved >= 0 never reads W⁻: no buffer for it (VGG-16's would be 550 MB);
     the signed image input and the fallback (which routes orphaned relevance through W⁻) keep it."""
-    import lrpc
-    from torch import nn
-
     torch.manual_seed(3)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
                           nn.Flatten(), nn.Linear(4 * 6 * 6, 5)).eval()
@@ -115,3 +117,21 @@ def test_negative_weights_are_kept_only_where_a_kernel_reads_them():
     assert negative_buffers(plain) == ["lrpc_const__0_w_neg"]   # node "_0": the first conv, on the image
     assert len(negative_buffers(lrpc.compile(model, rules="otsuki2024", example_input=x))) == 0  # ones input
     assert len(negative_buffers(lrpc.compile(model, rules="default", example_input=x))) == 3     # fallback
+
+
+def test_channels_last_model_and_input_give_the_same_explanation_in_the_same_layout():
+    """CPU convolutions run faster channels-last; lrpc keeps that layout through the relevance pass (transposes,
+    scatters, splits, sums) and the numbers do not change."""
+    torch.manual_seed(4)
+    model = randomize_batchnorm(ARCHITECTURES["resnet50"](num_classes=7)).eval().double()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    last = torch.channels_last
+    for preset in ("otsuki2024", "default"):
+        plain = lrpc.compile(model, rules=preset, example_input=x[:1])(x)
+        model.to(memory_format=last)   # in place, like every Module.to
+        got = lrpc.compile(model, rules=preset, example_input=x[:1])(x.contiguous(memory_format=last))
+        model.to(memory_format=torch.contiguous_format)
+        assert got.relevance.is_contiguous(memory_format=last)
+        assert torch.allclose(got.relevance, plain.relevance, rtol=1e-10, atol=1e-14)
+        for name, total in plain.layer_sums.items():
+            assert torch.allclose(got.layer_sums[name], total, rtol=1e-10)
