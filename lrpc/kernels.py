@@ -72,13 +72,11 @@ def check_finite(t: torch.Tensor, *, node: str, what: str) -> torch.Tensor:
 
 
 def maxpool_relevance(a, out, r, *, mode, kernel, stride, padding, dilation, ceil_mode, eps, indices=None):
-    """``winner``: all to each window's arg-max (the gradient of max; ``indices`` from the forward, or found
-    again); ``proportional``: to every input of the window in proportion to its activation; ``avg2x2``: the
+    """``winner``: all to each window's arg-max (the gradient of max; ``indices``: the arg-max its forward
+    found); ``proportional``: to every input of the window in proportion to its activation; ``avg2x2``: the
     Otsuki et al. stand-in, a 2x2/stride-2 average pool used in the relevance pass only (does not conserve where
     a 2x2 block is all zero but its 3x3 window is not)."""
     if mode == "winner":
-        if indices is None:
-            _, indices = F.max_pool2d(a, kernel, stride, padding, dilation, ceil_mode, return_indices=True)
         return aten.max_pool2d_with_indices_backward(r, a, kernel, stride, padding, dilation, ceil_mode, indices)
     if mode == "avg2x2":
         kernel, stride, padding, ceil_mode = (2, 2), (2, 2), (0, 0), False
