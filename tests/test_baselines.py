@@ -1,7 +1,6 @@
 """Baselines: shapes, finiteness, and agreement with what each method is defined to satisfy."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 import pytest
@@ -13,8 +12,6 @@ from lrpc.baselines import BASELINES, explain_baseline
 from lrpc.data import groundtruth_architecture, groundtruth_model, normalize, split_scenes
 from lrpc.errors import LrpcError
 
-CAPTUM_METHODS = {"integrated_gradients", "guided_backprop", "deeplift", "lrp_epsilon"}
-requires_captum = pytest.mark.skipif(importlib.util.find_spec("captum") is None, reason="captum not installed")
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +23,6 @@ def batch():
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_every_baseline_returns_a_finite_map_per_image(batch, name):
-    if name in CAPTUM_METHODS and importlib.util.find_spec("captum") is None:
-        pytest.skip("captum not installed")
     model, images, masks, labels = batch
     options = {"masks": masks} if name == "oracle" else {}
     if name == "integrated_gradients":
@@ -38,7 +33,6 @@ def test_every_baseline_returns_a_finite_map_per_image(batch, name):
     assert maps.flatten(1).std(1).min() > 0  # not a constant map
 
 
-@requires_captum
 def test_gradcam_matches_captum_layer_gradcam(batch):
     from captum.attr import LayerAttribution, LayerGradCam
 
@@ -49,7 +43,6 @@ def test_gradcam_matches_captum_layer_gradcam(batch):
     torch.testing.assert_close(ours, reference.detach(), rtol=1e-4, atol=1e-6)
 
 
-@requires_captum
 def test_integrated_gradients_is_complete_from_the_zero_input(batch):
     model, images, masks, labels = batch
     maps = explain_baseline("integrated_gradients", model, images, labels)
@@ -63,7 +56,6 @@ def test_integrated_gradients_is_complete_from_the_zero_input(batch):
     assert ((sums[:, None] - gaps).abs().argmin(1) == labels).all()
 
 
-@requires_captum
 def test_lrp_epsilon_conserves_relevance_through_residual_adds():
     # Fresh batch norms and a zero fc bias leave no bias anywhere, so LRP-epsilon (tiny epsilon) must return
     # exactly the logit; passing the full relevance to both summands of each of the 8 adds would not.
@@ -87,7 +79,6 @@ def test_targets_default_to_the_predicted_class(batch):
                                explain_baseline("gradcam", model, images, predicted))
 
 
-@requires_captum
 def test_channels_first_keeps_channel_zero_as_the_authors_scored_it(batch):
     model, images, masks, labels = batch
     summed = explain_baseline("guided_backprop", model, images, labels)
@@ -131,7 +122,6 @@ class DataDependentBranch(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-@requires_captum
 def test_lrp_epsilon_refuses_a_model_fx_cannot_trace():
     with pytest.raises(LrpcError, match="torch.fx-traceable"):
         explain_baseline("lrp_epsilon", DataDependentBranch().eval(), torch.randn(1, 3, 8, 8), 0)
