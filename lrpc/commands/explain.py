@@ -109,7 +109,8 @@ def _target(text: str, class_names: Sequence[str] | None) -> int | None:
     raise LrpcError(f"--target {text!r} is neither 'pred', a class index, nor a class name of this model{known}")
 
 
-def _normalization(choice: str, loaded: LoadedModel) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def input_normalization(choice: str, loaded: LoadedModel) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of ``--normalize CHOICE`` (one of NORMALIZATIONS) for this model."""
     if choice == "model":
         return loaded.input.mean, loaded.input.std
     if choice == "imagenet":
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     resize = args.resize or round(size * 256 / 224)
     if resize < size:
         raise LrpcError(f"--resize {resize} is smaller than the input size {size}")
-    mean, std = _normalization(args.normalize, loaded)
+    mean, std = input_normalization(args.normalize, loaded)
     rules = preset_for_input(args.rules, mean, std)
     explainer = compile_explainer(loaded.model, rules, example_input=torch.zeros(1, 3, size, size))
     class_names = loaded.input.class_names
