@@ -1,13 +1,14 @@
 """``lrpc.compile``: trace → canonicalize → annotate (rules, audit) → relevance pass → Explainer."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
 
 from . import canonicalize
 from .annotate import annotate
+from .fingerprint import device_and_dtype
 from .ops import shape
 from .presets import Rules, resolve
 from .relevance_pass import RelevancePass
@@ -27,11 +28,15 @@ def compile(model: nn.Module, rules: Rules | str | None = "default", example_inp
     ``debug=True`` makes the generated module check every forward activation and relevance message for NaN/Inf
     and raise an ``LrpcError`` naming the first node where one appears (slower; for finding bugs).
     The model is neither copied nor modified: the generated module calls its submodules and reads its
-    parameters; rule constants (W⁺, folded BatchNorm, …) are new buffers computed here, once.
+    parameters; rule constants (W⁺, folded BatchNorm, …) are new buffers computed here. The explainer follows
+    the model: a call after the weights, buffers, device or dtype changed compiles again first (``rebuild``), and
+    a model in training mode is refused. A single-score head ([B] or [B, 1]) is explained as the score:
+    ``start="score"`` (the raw score) or ``"sigmoid"`` (the probability of a binary classifier).
     """
     if example_input is None:
         raise TypeError("lrpc.compile needs example_input, a tensor of the input's shape such as "
                         "torch.randn(1, 3, 224, 224)")
+    leaf_modules, keep = tuple(leaf_modules), tuple(keep)   # iterated again by every rebuild
     rules = resolve(rules)
     if start is not None:
         rules = rules.replace(start=start)
@@ -46,4 +51,21 @@ def compile(model: nn.Module, rules: Rules | str | None = "default", example_inp
     plans, logits = annotate(gm, rules)
     module, layer_names, pairings = RelevancePass(gm, plans, logits, rules.start, example_input.dtype,
                                                      keep, debug).run()
-    return Explainer(module, layer_names, rules, plans, pairings, example_input, shape(logits)[1])
+    num_classes = shape(logits)[1] if len(shape(logits)) == 2 else 1
+    explainer = Explainer(module, layer_names, rules, plans, pairings, example_input, num_classes)
+    explainer.follow(model, rebuild(model, rules, example_input, leaf_modules=leaf_modules, keep=keep, debug=debug))
+    return explainer
+
+
+def rebuild(model: nn.Module, rules: Rules, example_input: torch.Tensor, **options) -> Callable[[], Explainer]:
+    """A closure that compiles ``model`` again as it is when called, with the same arguments; the example input
+    follows the model to a device or floating dtype it was moved or cast to since (``model.to(...)``)."""
+    device, dtype = device_and_dtype(model)
+
+    def compile_again() -> Explainer:
+        now_device, now_dtype = device_and_dtype(model)
+        example = example_input if now_device == device else example_input.to(now_device)
+        if now_dtype != dtype and example.is_floating_point():
+            example = example.to(now_dtype)
+        return compile(model, rules, example, **options)
+    return compile_again

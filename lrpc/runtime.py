@@ -1,15 +1,19 @@
 """Step 5 of the pipeline: the user-facing explainer (validated calls into the generated module) and readout."""
 from __future__ import annotations
 
+import threading
 import warnings
-
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.fx as fx
+from torch import nn
 
 from .annotate import NodePlan
 from .errors import LrpcError
+from .fingerprint import Fingerprint, training_modules
 from .presets import Rules
 from .quantize import heat_quantize
 from .relevance_pass import Pairing
@@ -62,22 +66,132 @@ class Explanation:
         return self.explainer.dump(path, self, sample=sample)
 
 
+@dataclass
+class Build:
+    """What one ``lrpc.compile`` produced; swapped whole when the explainer rebuilds, so a call never mixes two."""
+
+    module: fx.GraphModule
+    layer_names: list[str]
+    plans: dict[str, NodePlan]
+    pairings: dict[str, Pairing]
+    input_shape: tuple[int, ...]
+    num_classes: int
+    dtype: torch.dtype                     # of example_input: the input dtype the module was compiled for
+    device: torch.device
+    run: Callable = None                   # the module, or torch.compile's wrapper of it
+    multi_run: Callable | None = None      # built on the first explain_targets call
+    fingerprint: Fingerprint | None = None  # of the model at compile time (None: not following a model)
+
+    def __post_init__(self):
+        self.run = self.run or self.module
+
+
+class _SharedExclusive:
+    """Calls share, a rebuild is exclusive: fx tracing patches ``nn.Module.__call__`` process-wide while it
+    runs, so no call of this explainer may run the model during a rebuild."""
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._active = 0
+        self._exclusive = False
+
+    @contextmanager
+    def shared(self):
+        with self._condition:
+            self._condition.wait_for(lambda: not self._exclusive)
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._active -= 1
+                self._condition.notify_all()
+
+    @contextmanager
+    def exclusive(self):
+        with self._condition:
+            self._condition.wait_for(lambda: not self._exclusive)
+            self._exclusive = True
+            self._condition.wait_for(lambda: self._active == 0)
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._exclusive = False
+                self._condition.notify_all()
+
+
 class Explainer:
-    """A compiled relevance module. Call it on batches: ``exp = explainer(x, target)``."""
+    """A compiled relevance module. Call it on batches: ``exp = explainer(x, target)``.
+
+    It follows the model it was compiled from (``lrpc.compile`` calls ``follow``): every call first compares a
+    fingerprint of the model (``lrpc.fingerprint``) with the one taken at compile time and, when the weights,
+    buffers, device or dtype changed since, compiles again before answering — the answer always equals a fresh
+    ``lrpc.compile``'s. A model in training mode is refused."""
 
     def __init__(self, module: fx.GraphModule, layer_names: list[str], rules: Rules,
                  plans: dict[fx.Node, NodePlan], pairings: dict[str, Pairing], example_input: torch.Tensor,
                  num_classes: int):
-        self.module = module
-        self.layer_names = layer_names
         self.rules = rules
-        self.plans = {n.name: p for n, p in plans.items()}
-        self.pairings = pairings
-        self.input_shape = tuple(example_input.shape)
-        self.num_classes = num_classes
-        self._run = module
-        self._compile_kwargs: dict | None = None   # set by compile(); applies to the multi-target module too
-        self._multi_run = None                    # built on the first explain_targets call
+        self._build = Build(module, layer_names, {n.name: p for n, p in plans.items()}, pairings,
+                            tuple(example_input.shape), num_classes, example_input.dtype, example_input.device)
+        self._compile_kwargs: dict | None = None   # set by compile(); applies to rebuilt and multi-target modules
+        self._model: nn.Module | None = None
+        self._rebuild: Callable[[], "Explainer"] | None = None
+        self._gate = _SharedExclusive()
+        self._rebuild_lock = threading.Lock()     # one rebuild at a time; calls wait on the gate, not on this
+        self.rebuilds = 0                         # how often the model changed under this explainer
+
+    # the current build's parts, under the names they always had
+    module = property(lambda self: self._build.module, doc="The generated GraphModule (forward + relevance).")
+    layer_names = property(lambda self: self._build.layer_names, doc="Nodes carrying relevance, in graph order.")
+    plans = property(lambda self: self._build.plans, doc="Node name -> its NodePlan (op, rule, splitting, ...).")
+    pairings = property(lambda self: self._build.pairings, doc="Node name -> its relevance-side nodes.")
+    input_shape = property(lambda self: self._build.input_shape, doc="The example_input's shape.")
+    num_classes = property(lambda self: self._build.num_classes, doc="Output classes (1 for a single score).")
+    dtype = property(lambda self: self._build.dtype, doc="The input dtype the module was compiled for.")
+
+    def follow(self, model: nn.Module, rebuild: Callable[[], "Explainer"]) -> None:
+        """Watch ``model`` from now on; ``rebuild()`` compiles it again as it is then (``lrpc.compile`` passes a
+        closure over its own arguments)."""
+        self._model, self._rebuild = model, rebuild
+        self._build.fingerprint = Fingerprint.of(model)
+        self._refuse_training(self._build.fingerprint)
+
+    def refresh(self) -> "Explainer":
+        """Compile again from the model as it is now. Calls do this by themselves after any change a version
+        counter sees; call it after writes none sees: through ``p.data``, or to inference tensors."""
+        if self._rebuild is None:
+            raise LrpcError("this explainer does not follow a model (it was not made by lrpc.compile)")
+        self._rebuild_now(force=True)
+        return self
+
+    def _refuse_training(self, state: Fingerprint) -> None:
+        if state.any_training:
+            names = training_modules(self._model)
+            raise LrpcError(f"{', '.join(names[:5])}{' ...' if len(names) > 5 else ''} in training mode: lrpc "
+                            "explains the model in inference mode (BatchNorm with its running statistics, no "
+                            "Dropout); call model.eval() before explaining")
+
+    def _current(self) -> Build:
+        """The build that answers this call: the compiled one, or a fresh one when the model changed since."""
+        if self._model is None:
+            return self._build
+        state = Fingerprint.of(self._model)
+        self._refuse_training(state)
+        if state != self._build.fingerprint:
+            self._rebuild_now(force=False)
+        return self._build
+
+    def _rebuild_now(self, force: bool) -> None:
+        with self._rebuild_lock, self._gate.exclusive():
+            if not force and Fingerprint.of(self._model) == self._build.fingerprint:
+                return   # another thread rebuilt while this one waited
+            fresh = self._rebuild()
+            build, self._rebuild = fresh._build, fresh._rebuild
+            build.run = self._compiled(build.module)
+            self._build = build
+            self.rebuilds += 1
 
     @property
     def code(self) -> str:
@@ -97,37 +211,61 @@ class Explainer:
         return write(build_graph(self, explanation, sample), path)
 
     def to(self, *args, **kwargs) -> "Explainer":
-        """Move (or cast) the generated module: its rule constants and, because they are shared rather than
-        copied, the model's own submodules with them."""
-        self.module.to(*args, **kwargs)
-        self._multi_run = None  # it holds references to the constants as they were
+        """Move (or cast) the model, and with it the explainer: a followed model is moved whole and compiled
+        again on its new device / in its new dtype (inputs must then come in that dtype); otherwise the
+        generated module is moved with its rule constants and the model submodules it shares."""
+        if self._model is None:
+            self.module.to(*args, **kwargs)
+            self._build.multi_run = None   # it holds references to the constants as they were
+            device, dtype = torch._C._nn._parse_to(*args, **kwargs)[:2]
+            self._build.device = self._build.device if device is None else device
+            self._build.dtype = self._build.dtype if dtype is None else dtype
+            return self
+        self._model.to(*args, **kwargs)
+        self._rebuild_now(force=False)
         return self
 
     def compile(self, **torch_compile_kwargs) -> "Explainer":
         """Hand the whole generated module to ``torch.compile`` as one graph (on CPU, inductor needs a C++
-        compiler). The first call compiles (tens of seconds for a ResNet); later calls reuse the code."""
+        compiler). The first call compiles (tens of seconds for a ResNet); later calls reuse the code, and a
+        rebuild after a model change compiles its new module with the same arguments.
+
+        Rule sets with the z⁺ fallback (the ``default`` preset) keep their eager code, and a warning says so:
+        eager code runs the fallback's extra convolutions only where an output has no positive evidence, one
+        compiled graph (no data-dependent branch) would run them always — twice the eager cost on ResNet-50."""
         fallback = sorted(name for name, plan in self.plans.items() if getattr(plan.rule, "fallback", False))
         if fallback:
-            warnings.warn(f"{len(fallback)} layers (e.g. {fallback[0]!r}) use the z+ fallback; eager code runs its "
-                          "extra convolutions only when an output has no positive evidence, compiled code always "
-                          "(one graph has no data-dependent branch), so expect the compiled module to be slower than "
-                          "the eager one (ResNet-50: about 2x)", stacklevel=2)
-        self._compile_kwargs = torch_compile_kwargs
-        self._run = torch.compile(self.module, **torch_compile_kwargs)
-        self._multi_run = None
+            warnings.warn(f"explainer.compile(): {len(fallback)} layers (e.g. {fallback[0]!r}) use the z+ fallback, "
+                          "which compiled code would run always and eager code runs only where needed; this "
+                          "explainer keeps its eager code (faster here)", stacklevel=2)
+        self._compile_kwargs = None if fallback else torch_compile_kwargs
+        self._build.run = self._compiled(self.module)
+        self._build.multi_run = None
         return self
 
-    def check_input(self, x: torch.Tensor) -> None:
+    def _compiled(self, module: fx.GraphModule):
+        """``module`` as calls run it: through ``torch.compile`` after ``compile()``, else as it is."""
+        return module if self._compile_kwargs is None else torch.compile(module, **self._compile_kwargs)
+
+    def check_input(self, x: torch.Tensor, build: Build | None = None) -> None:
+        build = build or self._build
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"input must be a tensor, got {type(x).__name__}")
-        if x.dim() != len(self.input_shape):
+        if x.dim() != len(build.input_shape):
             raise LrpcError(f"input has {x.dim()} dimensions {tuple(x.shape)}, the model was compiled for "
-                            f"{len(self.input_shape)} like {self.input_shape} (add a batch dimension?)")
-        if len(self.input_shape) > 1 and x.shape[1] != self.input_shape[1]:
+                            f"{len(build.input_shape)} like {build.input_shape} (add a batch dimension?)")
+        if len(build.input_shape) > 1 and x.shape[1] != build.input_shape[1]:
             raise LrpcError(f"input has {x.shape[1]} channels {tuple(x.shape)}, the model expects "
-                            f"{self.input_shape[1]}")
+                            f"{build.input_shape[1]}")
         if not x.is_floating_point():
             raise LrpcError(f"input must be a floating-point tensor, got {x.dtype}")
+        if x.dtype != build.dtype:   # refused, not converted: a silent cast would change the answer's precision
+            raise LrpcError(f"input is {x.dtype}, the explainer was compiled for {build.dtype} (the dtype of "
+                            f"example_input and the model); pass x.to({build.dtype}), or cast the model and "
+                            f"compile with an example_input of {x.dtype}")
+        if not _same_device(x.device, build.device):
+            raise LrpcError(f"input is on {x.device}, the explainer's model on {build.device}; pass "
+                            f"x.to({str(build.device)!r}) or move the model")
         if not bool(torch.isfinite(x).all()):
             raise LrpcError("input contains NaN or Inf values")
 
@@ -152,18 +290,19 @@ class Explainer:
         return target
 
     def __call__(self, x: torch.Tensor, target=None) -> Explanation:
-        self.check_input(x)
-        target = self.check_target(target, x.shape[0], self.num_classes, x.device)
-        with torch.inference_mode():
+        build = self._current()
+        self.check_input(x, build)
+        target = self.check_target(target, x.shape[0], build.num_classes, x.device)
+        with self._gate.shared(), torch.inference_mode():
             try:
-                outputs = self._run(x, target)
+                outputs = build.run(x, target)
             except RuntimeError as exc:
-                if tuple(x.shape[2:]) == self.input_shape[2:]:
+                if tuple(x.shape[2:]) == build.input_shape[2:]:
                     raise
                 raise LrpcError(f"input of shape {tuple(x.shape)} differs in size from the example_input "
-                                f"{self.input_shape} the module was compiled and checked for, and it failed: "
+                                f"{build.input_shape} the module was compiled and checked for, and it failed: "
                                 f"{exc}; compile with an example_input of this size") from exc
-            return self._explanation(outputs)
+            return self._explanation(outputs, build)
 
     def explain_targets(self, x: torch.Tensor, targets) -> Explanation:
         """Explain K classes of every image with ONE forward pass: the relevance pass runs on B·K rows (the
@@ -171,16 +310,18 @@ class Explainer:
         [K]) or one row per image (LongTensor [B, K]). The explanation has B·K rows, image-major: row b·K + k
         explains image b for its k-th target (``exp.relevance.view(B, K, *x.shape[1:])``)."""
         from .multitarget import check_batch_major, multi_target_module
-        self.check_input(x)
+        build = self._current()
+        self.check_input(x, build)
         targets = self._target_matrix(targets, x.shape[0], x.device)
         repeats = targets.shape[1]
-        flat = self.check_target(targets.reshape(-1), targets.numel(), self.num_classes, x.device)
-        if self._multi_run is None:
-            check_batch_major(self.plans)
-            module = multi_target_module(self.module)
-            self._multi_run = module if self._compile_kwargs is None else torch.compile(module, **self._compile_kwargs)
-        with torch.inference_mode():
-            return self._explanation(self._multi_run(x, flat, repeats))
+        flat = self.check_target(targets.reshape(-1), targets.numel(), build.num_classes, x.device)
+        with self._gate.shared():
+            if build.multi_run is None:
+                check_batch_major(build.plans)
+                module = multi_target_module(build.module)
+                build.multi_run = self._compiled(module)
+            with torch.inference_mode():
+                return self._explanation(build.multi_run(x, flat, repeats), build)
 
     def _target_matrix(self, targets, batch: int, device) -> torch.Tensor:
         """``targets`` of explain_targets as a LongTensor [B, K]."""
@@ -200,13 +341,18 @@ class Explainer:
                             f"{tuple(targets.shape)}")
         return targets.to(device=device, dtype=torch.long)
 
-    def _explanation(self, outputs) -> Explanation:
+    def _explanation(self, outputs, build: Build) -> Explanation:
         logits, resolved, relevance, layer_sums, node_sums, kept = outputs
         relevances = {name: kept[name][0] for name in kept}
         activations = {name: kept[name][1] for name in kept}
-        return Explanation(relevance, logits, resolved, layer_sums, node_sums, self.layer_names, self,
+        return Explanation(relevance, logits, resolved, layer_sums, node_sums, build.layer_names, self,
                            relevances, activations)
 
     def __repr__(self) -> str:
         return (f"Explainer(rules={self.rules.name!r}, layers={len(self.layer_names)}, "
                 f"input={self.input_shape})")
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:0`` are the same device here (``model.to("cuda")`` gives the one, tensors the other)."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
