@@ -13,6 +13,7 @@ import torch.fx as fx
 
 from .canonicalize import module_of
 from .errors import LrpcError
+from .kernels import check_start
 from .linear_maps import LINEAR_MAPS
 from .ops import Context, OpInfo, Unsupported, describe_target, op_info, shape
 from .presets import LayerContext, Rules, selector_matches
@@ -53,9 +54,11 @@ def annotate(gm: fx.GraphModule, rules: Rules) -> tuple[dict[fx.Node, NodePlan],
                         f"({', '.join(n.name for n in placeholders)})")
     output = next(n for n in nodes if n.op == "output")
     logits = output.args[0]
-    if not isinstance(logits, fx.Node) or shape(logits) is None or len(shape(logits)) != 2:
-        raise LrpcError(f"the model must return one logits tensor of shape [batch, classes]; it returns "
+    if not isinstance(logits, fx.Node) or shape(logits) is None or len(shape(logits)) not in (1, 2):
+        raise LrpcError(f"the model must return one logits tensor of shape [batch, classes] (or one score per "
+                        f"sample, [batch] or [batch, 1]); it returns "
                         f"{logits if not isinstance(logits, fx.Node) else shape(logits)}")
+    check_start(rules.start, tuple(shape(logits)))
 
     infos: dict[fx.Node, OpInfo | Unsupported] = {}
     for n in nodes:

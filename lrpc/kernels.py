@@ -21,16 +21,34 @@ def in_place() -> bool:
 
 
 def resolve_target(logits: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-    return logits.argmax(1) if target is None else target
+    if target is not None:
+        return target
+    if logits.dim() == 1:   # a single-score head: its one output is the target
+        return torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    return logits.argmax(1)
+
+
+def check_start(mode: str, logits_shape: tuple[int, ...]) -> None:
+    """Refuse a start mode that means nothing for the model's head: a softmax over one output is always 1."""
+    if mode == "softmax" and (len(logits_shape) == 1 or logits_shape[1] == 1):
+        raise LrpcError(f"the model returns one score per sample {list(logits_shape)}, whose softmax is always 1; "
+                        "compile with start='score' (explain the raw score) or start='sigmoid' (explain the "
+                        "probability sigmoid(score) of a binary classifier)")
 
 
 def start_relevance(logits: torch.Tensor, target: torch.Tensor, *, mode: str) -> torch.Tensor:
-    """One-hot at the target class, scaled by 1, the logit or the softmax probability."""
+    """One-hot at the target class, scaled by 1 (``one``), the logit (``logit``, or ``score`` for a single-score
+    head: the same raw output), the softmax probability or the sigmoid probability. A single-score head [B]
+    or [B, 1] has one class, 0."""
+    if logits.dim() == 1:
+        return start_relevance(logits.unsqueeze(1), target, mode=mode).squeeze(1)
     onehot = F.one_hot(target, logits.shape[1]).to(logits.dtype)
     if mode == "one":
         return onehot
-    if mode == "logit":
+    if mode in ("logit", "score"):
         return onehot * logits
+    if mode == "sigmoid":
+        return onehot * logits.sigmoid()
     return onehot * logits.softmax(1)
 
 

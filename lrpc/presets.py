@@ -16,7 +16,7 @@ from .rules import AlphaBeta, Epsilon, Flat, Gamma, Pass, Rule, ZBox, Zero, ZPlu
 from .splitting import Splitting
 
 MAXPOOL_MODES = ("winner", "proportional", "avg2x2")
-START_MODES = ("one", "logit", "softmax")
+START_MODES = ("one", "logit", "softmax", "score", "sigmoid")   # score: a single-score head's logit
 IMAGENET_LOW = (-2.1179, -2.0357, -1.8044)
 IMAGENET_HIGH = (2.2489, 2.4286, 2.6400)
 
