@@ -16,7 +16,7 @@ from .errors import LrpcError
 from .kernels import check_start
 from .linear_maps import LINEAR_MAPS
 from .ops import Context, OpInfo, Unsupported, describe_target, op_info, shape
-from .presets import LayerContext, Rules, selector_matches
+from .presets import LayerContext, Rules
 from .rules import Pass, Rule
 from .splitting import AddKind, Splitting, classify_add
 
@@ -65,7 +65,7 @@ def annotate(gm: fx.GraphModule, rules: Rules) -> tuple[dict[fx.Node, NodePlan],
         try:
             infos[n] = op_info(n, ctx)
         except Unsupported as exc:
-            infos[n] = _passed_by_rule(n, gm, rules) or exc
+            infos[n] = exc
 
     live: set[fx.Node] = {logits}
     for n in reversed(nodes):
@@ -109,20 +109,6 @@ def annotate(gm: fx.GraphModule, rules: Rules) -> tuple[dict[fx.Node, NodePlan],
             adds_before += 1
         plans[n] = plan
     return plans, logits
-
-
-def _passed_by_rule(node: fx.Node, gm: fx.GraphModule, rules: Rules) -> OpInfo | None:
-    """A module without a table entry (e.g. a user's leaf module) that the rule set explicitly maps to ``Pass``:
-    relevance passes through it unchanged, provided it keeps the shape of its one tensor input."""
-    if node.op != "call_module":
-        return None
-    path, type_name = module_of(node, gm)
-    layer = LayerContext(node.name, path, type_name, "module", -1, 0, 0)
-    rule = next((r for selector, r in rules.layers if selector_matches(selector, layer)), None)
-    inputs = [i for i in node.all_input_nodes if shape(i) is not None]
-    if isinstance(rule, Pass) and len(inputs) == 1 and shape(inputs[0]) == shape(node):
-        return OpInfo("pass", (inputs[0],))
-    return None
 
 
 def _check_rule(plan: NodePlan, gm: fx.GraphModule) -> None:

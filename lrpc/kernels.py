@@ -68,6 +68,97 @@ def permute_back(r: torch.Tensor, *, dims: tuple[int, ...]) -> torch.Tensor:
     return r.permute(inverse)
 
 
+def transpose_back(r: torch.Tensor, x: torch.Tensor, *, dims: tuple[int, int]) -> torch.Tensor:
+    return r.transpose(*dims)
+
+
+def sum_back(r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A broadcast copies each value to many places: each copy's relevance returns to it."""
+    return r.sum_to_size(x.shape)
+
+
+def repeat_back(r: torch.Tensor, x: torch.Tensor, *, repeats: tuple[int, ...]) -> torch.Tensor:
+    """``x.repeat(repeats)`` tiles x: every tile's relevance returns to the value it copies."""
+    lead = len(repeats) - x.dim()
+    shape = [n for k, rep in enumerate(repeats) for n in (rep, (x.shape[k - lead] if k >= lead else 1))]
+    return r.reshape(shape).sum(tuple(range(0, 2 * len(repeats), 2))).reshape(x.shape)
+
+
+def slice_back(r: torch.Tensor, x: torch.Tensor, *, dim: int, start, end, step: int) -> torch.Tensor:
+    return aten.slice_backward(r, list(x.shape), dim, start if start is not None else 0,
+                               end if end is not None else x.shape[dim], step)
+
+
+def select_back(r: torch.Tensor, x: torch.Tensor, *, dim: int, index: int) -> torch.Tensor:
+    return aten.select_backward(r, list(x.shape), dim, index)
+
+
+def index_back(r: torch.Tensor, x: torch.Tensor, *indices: torch.Tensor, present: tuple[bool, ...]) -> torch.Tensor:
+    """A gather may read a value several times: all its readers' relevance returns to it (accumulated)."""
+    it = iter(indices)
+    full = [next(it) if here else None for here in present]
+    return torch.zeros_like(x).index_put_(full, r, accumulate=True)
+
+
+def roll_back(r: torch.Tensor, x: torch.Tensor, *, shifts: tuple[int, ...], dims: tuple[int, ...]) -> torch.Tensor:
+    return r.roll([-s for s in shifts], list(dims)) if dims else r.flatten().roll(-shifts[0]).view(r.shape)
+
+
+def flip_back(r: torch.Tensor, x: torch.Tensor, *, dims: tuple[int, ...]) -> torch.Tensor:
+    return r.flip(list(dims))
+
+
+def pixel_shuffle_back(r: torch.Tensor, x: torch.Tensor, *, factor: int) -> torch.Tensor:
+    return F.pixel_unshuffle(r, factor)
+
+
+def split_stack(r: torch.Tensor, *inputs: torch.Tensor, dim: int) -> tuple[torch.Tensor, ...]:
+    return r.unbind(dim)
+
+
+def gate_relevance(r: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
+    """All of a gated product's relevance to its signal (summed back where the signal was broadcast)."""
+    return r if r.shape == signal.shape else r.sum_to_size(signal.shape)
+
+
+def _z_share(r: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """r / out with 0/0 := 0: the z-rule's per-output factor for a product without bias."""
+    return divide(r, out, "none", 0.0)
+
+
+def frozen_matmul(r, a, b, out, *, frozen: int) -> torch.Tensor:
+    """O = A B with one factor frozen (an attention matrix): the z-rule of the linear map on the other factor."""
+    s = _z_share(r, out)
+    if frozen == 0:
+        return b * (a.transpose(-1, -2) @ s).sum_to_size(b.shape)
+    return a * (s @ b.transpose(-1, -2)).sum_to_size(a.shape)
+
+
+def matmul_product(r, a, b, out) -> tuple[torch.Tensor, torch.Tensor]:
+    """O = A B of two signals: the z-rule on each output's sum of products, then half to each factor."""
+    s = 0.5 * _z_share(r, out)
+    return (a * (s @ b.transpose(-1, -2)).sum_to_size(a.shape),
+            b * (a.transpose(-1, -2) @ s).sum_to_size(b.shape))
+
+
+def product_relevance(r, a, b) -> tuple[torch.Tensor, torch.Tensor]:
+    """y = a ⊙ b of two signals: half of each output's relevance to each factor."""
+    half = 0.5 * r
+    return half.sum_to_size(a.shape), half.sum_to_size(b.shape)
+
+
+def attention_relevance(r, q, k, v, mask, out, *, is_causal: bool, scale) -> torch.Tensor:
+    """softmax(q kᵀ · scale + mask) v with the attention weights frozen: the z-rule of v ↦ A v."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    logits = (q @ k.transpose(-1, -2)) * scale
+    if is_causal:
+        keep = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+        logits = logits.masked_fill(~keep, float("-inf"))
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
+    return frozen_matmul(r, logits.softmax(-1), v, out, frozen=0)
+
+
 def split_cat(r: torch.Tensor, *inputs: torch.Tensor, dim: int) -> tuple[torch.Tensor, ...]:
     return torch.split(r, [x.shape[dim] for x in inputs], dim)
 

@@ -140,6 +140,27 @@ def _reduce_transpose(s, like, w, args):
     return s / math.prod(like.shape[d] for d in dims) if mean else s
 
 
+def _upsample(mode: str):
+    """Nearest / (bi)linear upsampling to a fixed size: a weightless map with non-negative implicit weights."""
+    interpolate_mode = {"nearest": "nearest", "bilinear": "bilinear", "linear": "linear"}[mode]
+
+    def forward(x, w, b, args):
+        size, align_corners = args
+        return F.interpolate(x, size=list(size), mode=interpolate_mode,
+                             align_corners=None if mode == "nearest" else align_corners)
+
+    def transpose(s, like, w, args):
+        size, align_corners = args
+        in_size = list(like.shape)
+        if mode == "nearest":
+            backward = aten.upsample_nearest2d_backward if len(size) == 2 else aten.upsample_nearest1d_backward
+            return backward(s, list(size), in_size, *([None] * len(size)))
+        backward = aten.upsample_bilinear2d_backward if len(size) == 2 else aten.upsample_linear1d_backward
+        return backward(s, list(size), in_size, align_corners, *([None] * len(size)))
+
+    return LinearMap(f"upsample_{mode}", False, forward, transpose)
+
+
 LINEAR_MAPS: dict[str, LinearMap] = {
     m.name: m for m in (
         LinearMap("conv", True, _conv_forward, _conv_transpose),
@@ -147,5 +168,6 @@ LINEAR_MAPS: dict[str, LinearMap] = {
         LinearMap("avg_pool2d", False, _avg_pool2d_forward, _avg_pool2d_transpose),
         LinearMap("adaptive_avg_pool2d", False, _adaptive_avg_pool2d_forward, _adaptive_avg_pool2d_transpose),
         LinearMap("reduce", False, _reduce_forward, _reduce_transpose),
+        _upsample("nearest"), _upsample("bilinear"), _upsample("linear"),
     )
 }

@@ -172,14 +172,46 @@ class RelevancePass:
             into[e, column[producer]] = 1.0
         return cut, into
 
+    @staticmethod
+    def _same_shape(a: fx.Node, b: fx.Node) -> bool:
+        return a.meta["tensor_meta"].shape == b.meta["tensor_meta"].shape
+
     # ---------------------------------------------------------------------------------------------- per kind
     def emit(self, plan: NodePlan, r: fx.Node, total: fx.Node) -> None:
         n, info = plan.node, plan.info
         ins = [self.env[i] for i in info.inputs]
         kind = info.kind
         tag = f"rel_{n.name}"
-        if kind in ("pass", "batchnorm", "gate"):
+        if kind in ("pass", "batchnorm"):
             self.send(info.inputs[0], n, r, total)
+        elif kind == "gate":
+            message = r if plan.info.inputs and self._same_shape(info.inputs[0], n) else \
+                self.call(kernels.gate_relevance, (r, ins[0]), name=tag)
+            self.send(info.inputs[0], n, message, total)
+        elif kind == "move":
+            extra = info.extra
+            tensors = [self.env[t] for t in extra["tensors"]]
+            message = self.call(extra["back"], (r, ins[0], *tensors), extra["kwargs"], name=tag)
+            self.send(info.inputs[0], n, message, total)
+        elif kind in ("product", "matmul_product", "stack"):
+            if kind == "product":
+                parts = self.call(kernels.product_relevance, (r, *ins), name=tag)
+            elif kind == "matmul_product":
+                parts = self.call(kernels.matmul_product, (r, *ins, self.env[n]), name=tag)
+            else:
+                parts = self.call(kernels.split_stack, (r, *ins), {"dim": info.args[0]}, name=tag)
+            for k, producer in enumerate(info.inputs):
+                self.send(producer, n, self.call(operator.getitem, (parts, k), name=f"{tag}_{k}"))
+        elif kind == "frozen_matmul":
+            a, b = (self.env[o] for o in info.extra["operands"])
+            message = self.call(kernels.frozen_matmul, (r, a, b, self.env[n]), {"frozen": info.extra["frozen"]},
+                                name=tag)
+            self.send(info.inputs[0], n, message)
+        elif kind == "attention":
+            q, k, v, mask = (None if o is None else self.env[o] for o in info.extra["operands"])
+            message = self.call(kernels.attention_relevance, (r, q, k, v, mask, self.env[n]),
+                                {"is_causal": info.extra["is_causal"], "scale": info.extra["scale"]}, name=tag)
+            self.send(info.inputs[0], n, message)
         elif kind == "reshape":
             self.send(info.inputs[0], n, self.call(kernels.reshape_back, (r, ins[0]), name=tag), total)
         elif kind == "permute":

@@ -37,7 +37,7 @@ from .accounting import absorber, node_flows
 if TYPE_CHECKING:
     from ..runtime import Explainer, Explanation
 
-DRAWN_OPS = ("placeholder", "call_module", "call_function", "call_method")
+DRAWN_OPS = ("placeholder", "call_function")
 
 
 def forward_graph(explainer: "Explainer") -> fx.Graph:
@@ -99,13 +99,12 @@ SHORT_PREFIXES = {"_operator.": "operator.", "torch.nn.functional.": "F."}
 
 
 def _target_text(n: fx.Node, gm: fx.GraphModule) -> str:
-    """What the node calls, short: the module's type, ``F.relu`` / ``torch.flatten`` / ``operator.add``, ``.view()``."""
+    """What the node calls, short: ``aten.conv2d``, ``aten.add``, ``operator.getitem``."""
     if n.op == "placeholder":
         return "input"
-    if n.op == "call_module":
-        return type(gm.get_submodule(n.target)).__name__
-    if n.op == "call_method":
-        return f".{n.target}()"
+    packet = getattr(n.target, "overloadpacket", None)
+    if packet is not None:
+        return f"aten.{packet.__name__}"
     name = f"{getattr(n.target, '__module__', None) or ''}.{getattr(n.target, '__name__', n.target)}".lstrip(".")
     for long, short in SHORT_PREFIXES.items():
         if name.startswith(long):

@@ -27,8 +27,8 @@ from .probe import Probe
 Tensor = torch.Tensor
 aten = torch.ops.aten
 MODES = ("max", "map")
-RELU = (torch.relu, F.relu, "relu")
-ADDITIVE = (operator.add, torch.add, "add")   # a constant added (a bias): no deconvnet effect
+RELU = (aten.relu,)
+ADDITIVE = (aten.add, aten.sub)   # a constant added (a bias): no deconvnet effect
 
 
 def _resolve_node(probe: Probe, layer: str) -> str:
@@ -89,9 +89,7 @@ def deconvnet(explainer_or_model: Explainer | nn.Module, x: Tensor, layer: str, 
 
 
 def _is_relu(probe: Probe, node) -> bool:
-    if node.op == "call_module":
-        return isinstance(probe.generated.get_submodule(node.target), nn.ReLU)
-    return node.target in RELU
+    return getattr(node.target, "overloadpacket", None) in RELU
 
 
 def _step(probe: Probe, plan, s: Tensor, acts: dict[str, Tensor]) -> list[tuple[str, Tensor]]:
@@ -105,14 +103,15 @@ def _step(probe: Probe, plan, s: Tensor, acts: dict[str, Tensor]) -> list[tuple[
     if kind == "pass":
         if _is_relu(probe, node):
             return [(inputs[0], s.clamp(min=0))]
-        if node.target in ADDITIVE:
+        if getattr(node.target, "overloadpacket", None) in ADDITIVE:
             return [(inputs[0], s)]
         raise LrpcError(f"node {node.name!r} ({node.target}): deconvnet has rules for ReLU networks only")
     if kind == "gate":
         return [(inputs[0], s * acts[info.extra["gate"].name])]
     if kind == "batchnorm":
-        bn = probe.generated.get_submodule(node.target)
-        scale = (bn.weight if bn.weight is not None else 1.0) / (bn.running_var + bn.eps).sqrt()
+        _, weight, _, _, running_var, _, _, eps, _ = node.args
+        weight = 1.0 if weight is None else operator.attrgetter(weight.target)(probe.generated)
+        scale = weight / (operator.attrgetter(running_var.target)(probe.generated) + eps).sqrt()
         return [(inputs[0], s * scale.reshape(1, -1, *([1] * (s.dim() - 2))))]
     if kind == "maxpool":
         kernel, stride, padding, dilation, ceil_mode = info.args

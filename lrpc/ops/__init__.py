@@ -1,0 +1,142 @@
+"""The op table: how each ATen op maps to a relevance op. Supporting a new op is one entry in a family module.
+
+``torch.export`` reduces every spelling of an op (module, functional, tensor method) to one ATen op, so the table
+is keyed by ATen op packets (``aten.conv2d``), split by family: ``linear`` (convs, linears, pools, means,
+upsampling: a rule applies), ``elementwise`` (activations, sums and products), ``structural`` (views, slices,
+concatenation: relevance moves back to where the value came from), ``normalization`` and ``attention``.
+
+A handler reads one fx node and returns an ``OpInfo``: the relevance ``kind`` (what the relevance pass emits),
+the tensor ``inputs`` that receive relevance, and for linear maps the map name, its plain arguments and its
+parameters. A handler raises ``Unsupported`` with the reason when it sees a form it cannot explain.
+
+Kinds: ``linear`` (a rule applies), ``pass`` (relevance unchanged), ``batchnorm`` (pass, or folded), ``reshape``,
+``permute``, ``move`` (a copy op: relevance goes back along the op's transpose, ``extra['back']``), ``cat``,
+``add`` (Relevance Splitting), ``gate`` (all relevance to the gated signal), ``product`` (two signals: half each),
+``frozen_matmul`` / ``attention`` (one factor frozen), ``maxpool``, ``amax``, ``pad``, ``inert`` (a constant:
+it absorbs what reaches it). Nodes whose output is not a tensor (sizes, lists) carry no relevance.
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.fx as fx
+from torch.fx.operator_schemas import normalize_function
+
+aten = torch.ops.aten
+
+
+class Unsupported(Exception):
+    """A node lrpc has no relevance op for; the message says why."""
+
+
+@dataclass
+class OpInfo:
+    kind: str
+    inputs: tuple[fx.Node, ...] = ()
+    map: str | None = None
+    args: tuple = ()
+    weight: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+    nonneg: str = "never"  # "always": output >= 0; "inputs": >= 0 when all inputs are; "never"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Context:
+    """What a handler may look at: the captured module (for get_attr values) and node shapes."""
+
+    def __init__(self, gm: fx.GraphModule):
+        self.gm = gm
+
+    def constant(self, node: Any, what: str) -> torch.Tensor | None:
+        if node is None:
+            return None
+        if isinstance(node, fx.Node) and node.op == "get_attr":
+            return operator.attrgetter(node.target)(self.gm)
+        raise Unsupported(f"{what} must be a parameter, buffer or constant, but is computed from the input by {node}")
+
+
+def shape(node: Any) -> tuple[int, ...] | None:
+    meta = node.meta.get("tensor_meta") if isinstance(node, fx.Node) else None
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+
+def is_tensor(node: Any) -> bool:
+    return shape(node) is not None
+
+
+def params(node: fx.Node) -> dict[str, Any]:
+    """The node's arguments by their schema names, defaults filled in."""
+    if "lrpc_params" not in node.meta:
+        bound = normalize_function(node.target, node.args, node.kwargs, normalize_to_only_use_kwargs=True)
+        node.meta["lrpc_params"] = dict(bound.kwargs) if bound is not None else {}
+    return node.meta["lrpc_params"]
+
+
+def packet(node: fx.Node) -> Any:
+    """The op a node calls, up to its overload (``aten.add`` for ``aten.add.Tensor``)."""
+    return getattr(node.target, "overloadpacket", node.target) if node.op == "call_function" else None
+
+
+def depends_on_input(node: fx.Node) -> bool:
+    """Whether the input's values flow into this node; parameters, constants and sizes (``x.shape[0]``) do not."""
+    if "lrpc_depends_on_input" not in node.meta:
+        stack, seen, found = [node], set(), False
+        while stack and not found:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            found = n.op == "placeholder" or n.meta.get("lrpc_depends_on_input", False)
+            stack.extend(i for i in n.all_input_nodes if is_tensor(i) or _holds_tensors(i))
+        node.meta["lrpc_depends_on_input"] = found
+    return node.meta["lrpc_depends_on_input"]
+
+
+def _holds_tensors(node: fx.Node) -> bool:
+    meta = node.meta.get("tensor_meta")
+    return isinstance(meta, (list, tuple)) and any(hasattr(m, "shape") for m in meta)
+
+
+def is_constant(v: Any) -> bool:
+    return not isinstance(v, fx.Node) or not is_tensor(v) or not depends_on_input(v)
+
+
+def dims_of(dims: Any, ndim: int) -> tuple[int, ...]:
+    dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
+    return tuple(d % ndim for d in dims)
+
+
+Handler = Callable[[fx.Node, Context], OpInfo]
+TABLE: dict[Any, Handler] = {}
+
+
+def _load_families() -> None:
+    from . import attention, elementwise, linear, normalization, structural
+    for family in (linear, elementwise, structural, normalization, attention):
+        overlap = TABLE.keys() & family.TABLE.keys()
+        assert not overlap, f"ops {overlap} have two entries"
+        TABLE.update(family.TABLE)
+
+
+def describe_target(node: fx.Node, gm: fx.GraphModule | None = None) -> str:
+    if node.op == "call_function":
+        return str(getattr(node.target, "overloadpacket", None) or getattr(node.target, "__name__", node.target))
+    return node.op
+
+
+def op_info(node: fx.Node, ctx: Context) -> OpInfo:
+    """The table lookup. Raises ``Unsupported`` for nodes on the relevance path that have no entry."""
+    if node.op == "placeholder":
+        return OpInfo("input")
+    if node.op in ("get_attr", "output") or not is_tensor(node) or not depends_on_input(node):
+        return OpInfo("inert")
+    handler = TABLE.get(packet(node))
+    if handler is None:
+        raise Unsupported("no relevance op for this operation (extend lrpc.ops with an entry for it)")
+    return handler(node, ctx)
+
+
+_load_families()

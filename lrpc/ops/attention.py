@@ -1,0 +1,54 @@
+"""Attention: softmax, products of two signals through ``matmul``, and ``scaled_dot_product_attention``.
+
+Under the ``default`` rules attention weights are constants (CP-LRP, Ali et al. 2022): relevance flows through
+the values only, by the z-rule of the linear map v ↦ A v (exactly conserving). A matmul of two signals where
+neither is a softmax output shares half-and-half after the z-rule (AttnLRP's product rule). A matmul with a
+constant operand is an ordinary linear map with that weight.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import Context, OpInfo, Unsupported, is_constant, params, shape
+from .elementwise import is_gate
+
+aten = torch.ops.aten
+
+
+def softmax(node, ctx: Context) -> OpInfo:
+    # reached only when softmax's output itself is explained (probabilities out of a classifier); as an
+    # attention weight it is frozen and receives nothing
+    return OpInfo("pass", (node.args[0],), nonneg="always")
+
+
+def matmul(node, ctx: Context) -> OpInfo:
+    a, b = node.args[:2]
+    if is_constant(a) and is_constant(b):
+        return OpInfo("inert")
+    if is_constant(b) and len(shape(b)) == 2:  # x @ W: the linear map with weight Wᵀ
+        return OpInfo("linear", (a,), map="linear", weight=ctx.constant(b, "the matmul weight").t())
+    if is_constant(a) or is_constant(b):
+        raise Unsupported("a matmul with a batched constant operand")
+    if is_gate(a) != is_gate(b):
+        frozen = 0 if is_gate(a) else 1
+        return OpInfo("frozen_matmul", (b if frozen == 0 else a,), extra={"frozen": frozen, "operands": (a, b)})
+    return OpInfo("matmul_product", (a, b))
+
+
+def attention(node, ctx: Context) -> OpInfo:
+    p = params(node)
+    if p.get("enable_gqa"):
+        raise Unsupported("scaled_dot_product_attention with enable_gqa=True")
+    mask = p.get("attn_mask")
+    if mask is not None and not is_constant(mask):
+        raise Unsupported("an attention mask computed from the input")
+    return OpInfo("attention", (p["value"],),
+                  extra={"operands": (p["query"], p["key"], p["value"], mask),
+                         "is_causal": bool(p.get("is_causal")), "scale": p.get("scale")})
+
+
+TABLE = {
+    aten.softmax: softmax, aten._softmax: softmax,
+    aten.matmul: matmul, aten.bmm: matmul, aten.mm: matmul,
+    aten.scaled_dot_product_attention: attention,
+}

@@ -1,0 +1,119 @@
+"""Elementwise ops: activations (relevance passes through unchanged), sums, differences, products, quotients.
+
+Rules for products, written once for every spelling (``x * y``, ``torch.mul``, SE blocks, GLU-style gates, layer
+scale): a constant factor passes relevance on (a diagonal linear map: every rule gives R_x = R); a gate (a
+sigmoid / hard-sigmoid / softmax output) is frozen and the gated signal takes all (as for SE); a factor broadcast
+over the other is frozen too (a per-channel statistic); two full signals share half-and-half (AttnLRP's rule
+for products, exactly conserving). A quotient freezes its divisor (normalisation statistics); ``signal - stat``
+freezes a broadcast statistic, so hand-written LayerNorms behave like ``aten.layer_norm``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+
+from . import Context, OpInfo, Unsupported, is_constant, packet, params, shape
+
+aten = torch.ops.aten
+
+GATES = {aten.sigmoid, aten.hardsigmoid, aten.softmax, aten._softmax}
+# ops that move a gate's values without changing them, so their output is still a gate
+GATE_CARRIERS = {aten.view, aten.reshape, aten.expand, aten.unsqueeze, aten.squeeze, aten.permute, aten.transpose,
+                 aten.flatten, aten.unflatten, aten._unsafe_view, aten.dropout, aten.clone, aten.contiguous}
+
+
+def is_gate(node) -> bool:
+    while isinstance(node, fx.Node) and packet(node) in GATE_CARRIERS:
+        node = node.args[0]
+    return isinstance(node, fx.Node) and packet(node) in GATES
+
+
+def activation(nonneg: str = "never"):
+    def handler(node, ctx: Context) -> OpInfo:
+        return OpInfo("pass", (node.args[0],), nonneg=nonneg)
+    return handler
+
+
+def clamp(node, ctx: Context) -> OpInfo:
+    low = params(node).get("min")
+    return OpInfo("pass", (node.args[0],), nonneg="always" if isinstance(low, (int, float)) and low >= 0 else "never")
+
+
+def hardtanh(node, ctx: Context) -> OpInfo:
+    low = params(node).get("min_val", -1.0)
+    return OpInfo("pass", (node.args[0],), nonneg="always" if low >= 0 else "never")
+
+
+def _operands(node) -> tuple:
+    p = params(node)
+    return p.get("self", p.get("input")), p.get("other")
+
+
+def add(node, ctx: Context) -> OpInfo:
+    a, b = _operands(node)
+    if params(node).get("alpha", 1) != 1 and not is_constant(b):
+        raise Unsupported("torch.add with alpha != 1 on a signal")
+    if is_constant(a) and is_constant(b):
+        return OpInfo("inert")
+    if is_constant(a) or is_constant(b):  # a bias-like constant: relevance stays with the signal
+        return OpInfo("pass", (b if is_constant(a) else a,))
+    return OpInfo("add", (a, b), nonneg="inputs")
+
+
+def _broadcast_statistic(a, b, node) -> bool:
+    """``b`` is broadcast over ``a`` (a per-row mean, a per-channel scale): frozen, not a second signal."""
+    return shape(a) == shape(node) and shape(b) != shape(node)
+
+
+def sub(node, ctx: Context) -> OpInfo:
+    a, b = _operands(node)
+    if is_constant(b):  # x - mean: a shift, like a bias; relevance stays with x
+        return OpInfo("pass", (a,))
+    if is_constant(a):  # c - x: a reflected signal; each output still has one contribution
+        return OpInfo("pass", (b,))
+    if _broadcast_statistic(a, b, node):
+        return OpInfo("pass", (a,))
+    raise Unsupported("a difference of two full signals (only `signal - constant` and `signal - statistic`)")
+
+
+def mul(node, ctx: Context) -> OpInfo:
+    a, b = _operands(node)
+    if is_constant(a) and is_constant(b):
+        return OpInfo("inert")
+    if is_constant(a) or is_constant(b):  # scaling by a constant: relevance passes
+        return OpInfo("pass", (b if is_constant(a) else a,))
+    if is_gate(a) != is_gate(b):
+        signal = b if is_gate(a) else a
+    elif _broadcast_statistic(a, b, node) or _broadcast_statistic(b, a, node):
+        signal = a if shape(a) == shape(node) else b
+    else:
+        return OpInfo("product", (a, b))
+    return OpInfo("gate", (signal,), extra={"gate": b if signal is a else a})
+
+
+def div(node, ctx: Context) -> OpInfo:
+    a, b = _operands(node)
+    if is_constant(a):
+        raise Unsupported("a constant divided by a signal")
+    return OpInfo("pass", (a,)) if is_constant(b) else OpInfo("gate", (a,), extra={"gate": b})
+
+
+def addcmul(node, ctx: Context) -> OpInfo:
+    """self + value · t1 · t2 (timm's affine layers): one signal among constants keeps all its relevance."""
+    p = params(node)
+    signals = [v for v in (p["self"], p["tensor1"], p["tensor2"]) if not is_constant(v)]
+    if len(signals) != 1:
+        raise Unsupported("addcmul with more than one signal operand")
+    return OpInfo("pass", (signals[0],))
+
+
+TABLE = {
+    aten.addcmul: addcmul,
+    aten.relu: activation("always"), aten.sigmoid: activation("always"), aten.hardsigmoid: activation("always"),
+    aten.gelu: activation(), aten.silu: activation(), aten.tanh: activation(), aten.hardswish: activation(),
+    aten.leaky_relu: activation(), aten.elu: activation(), aten.celu: activation(), aten.selu: activation(),
+    aten.mish: activation(), aten.softplus: activation(), aten.neg: activation(),
+    aten.hardtanh: hardtanh, aten.clamp: clamp, aten.clamp_min: clamp,
+    aten.to: activation("inputs"), aten._to_copy: activation("inputs"), aten.type_as: activation("inputs"),
+    aten.add: add, aten.sub: sub, aten.mul: mul, aten.div: div,
+}

@@ -1,0 +1,151 @@
+"""Structural ops: relevance moves back to where each value came from (the op's transpose), and pools that
+select. Views and permutations move it; slices, selections and gathers scatter it back; broadcasts sum it back;
+concatenation splits it; zero padding crops it; max-pools give it to the winners."""
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+
+from .. import kernels
+from . import Context, OpInfo, Unsupported, dims_of, packet, params, shape
+
+aten = torch.ops.aten
+
+
+def reshape(node, ctx: Context) -> OpInfo:
+    return OpInfo("reshape", (node.args[0],), nonneg="inputs")
+
+
+def permute(node, ctx: Context) -> OpInfo:
+    return OpInfo("permute", (node.args[0],), args=tuple(params(node)["dims"]), nonneg="inputs")
+
+
+def move(back, *, tensors: tuple = (), **kwargs):
+    """OpInfo of a copy op on its first argument: relevance goes back through ``back(r, x, *tensors, **kwargs)``."""
+    def info(node) -> OpInfo:
+        return OpInfo("move", (node.args[0],), nonneg="inputs",
+                      extra={"back": back, "kwargs": kwargs, "tensors": tensors})
+    return info
+
+
+def transpose(node, ctx: Context) -> OpInfo:
+    p = params(node)
+    ndim = len(shape(node))
+    dims = (0, 1) if packet(node) is aten.t else (p["dim0"] % ndim, p["dim1"] % ndim)
+    return move(kernels.transpose_back, dims=dims)(node)
+
+
+def expand(node, ctx: Context) -> OpInfo:
+    return move(kernels.sum_back)(node)
+
+
+def repeat(node, ctx: Context) -> OpInfo:
+    return move(kernels.repeat_back, repeats=tuple(params(node)["repeats"]))(node)
+
+
+def slice_(node, ctx: Context) -> OpInfo:
+    p = params(node)
+    return move(kernels.slice_back, dim=p["dim"], start=p["start"], end=p["end"], step=p["step"])(node)
+
+
+def select(node, ctx: Context) -> OpInfo:
+    p = params(node)
+    return move(kernels.select_back, dim=p["dim"], index=p["index"])(node)
+
+
+def index(node, ctx: Context) -> OpInfo:
+    indices = params(node)["indices"]
+    present = tuple(i is not None for i in indices)
+    return move(kernels.index_back, tensors=tuple(i for i in indices if i is not None), present=present)(node)
+
+
+def roll(node, ctx: Context) -> OpInfo:
+    p = params(node)
+    return move(kernels.roll_back, shifts=tuple(p["shifts"]), dims=tuple(p["dims"]))(node)
+
+
+def flip(node, ctx: Context) -> OpInfo:
+    return move(kernels.flip_back, dims=tuple(params(node)["dims"]))(node)
+
+
+def pixel_shuffle(node, ctx: Context) -> OpInfo:
+    return move(kernels.pixel_shuffle_back, factor=params(node)["upscale_factor"])(node)
+
+
+def cat(node, ctx: Context) -> OpInfo:
+    p = params(node)
+    tensors = tuple(p["tensors"])
+    dim = p["dim"] % len(shape(node))
+    return OpInfo("cat", tensors, args=(dim,), nonneg="inputs")
+
+
+def stack(node, ctx: Context) -> OpInfo:
+    p = params(node)
+    return OpInfo("stack", tuple(p["tensors"]), args=(p["dim"] % len(shape(node)),), nonneg="inputs")
+
+
+SPLITS = {aten.split, aten.split_with_sizes, aten.chunk, aten.unbind, aten.unsafe_split, aten.tensor_split}
+
+
+def getitem(node, ctx: Context) -> OpInfo:
+    parent, k = node.args
+    if not isinstance(parent, fx.Node):
+        raise Unsupported("indexing a value that is not an op's output")
+    if packet(parent) in SPLITS:
+        x = parent.args[0]
+        ndim = len(shape(x))
+        dim = params(parent).get("dim", 0) % ndim
+        if packet(parent) is aten.unbind:
+            return move(kernels.select_back, dim=dim, index=k)(parent)
+        sizes = [m.shape[dim] for m in parent.meta["tensor_meta"]]
+        start = sum(sizes[:k])
+        return move(kernels.slice_back, dim=dim, start=start, end=start + sizes[k], step=1)(parent)
+    if packet(parent) is aten.max and k == 0:
+        p = params(parent)
+        return OpInfo("amax", (parent.args[0],), args=((p["dim"] % len(shape(parent.args[0])),), p["keepdim"]),
+                      nonneg="inputs")
+    raise Unsupported(f"item {k} of {parent.target}")
+
+
+def pad(node, ctx: Context) -> OpInfo:
+    p = params(node)
+    mode, value = p.get("mode", "constant"), p.get("value", 0)
+    if mode != "constant" or value not in (None, 0, 0.0):
+        raise Unsupported(f"pad(mode={mode!r}, value={value!r}); only zero padding is supported")
+    return OpInfo("pad", (node.args[0],), args=tuple(p["pad"]), nonneg="inputs")
+
+
+def maxpool(node, ctx: Context) -> OpInfo:
+    p = params(node)
+    kernel = tuple(p["kernel_size"]) * (2 if len(p["kernel_size"]) == 1 else 1)
+    stride = tuple(p["stride"]) if p["stride"] else kernel
+    stride = stride * (2 if len(stride) == 1 else 1)
+    padding = tuple(p["padding"]) * (2 if len(p["padding"]) == 1 else 1)
+    dilation = tuple(p["dilation"]) * (2 if len(p["dilation"]) == 1 else 1)
+    return OpInfo("maxpool", (node.args[0],), args=(kernel, stride, padding, dilation, bool(p["ceil_mode"])),
+                  nonneg="inputs")
+
+
+def amax(node, ctx: Context) -> OpInfo:
+    p = params(node)
+    x = node.args[0]
+    dims = dims_of(p["dim"], len(shape(x))) if p["dim"] else ()
+    if not dims or 0 in dims:
+        raise Unsupported("amax over the batch dimension or over all dimensions")
+    return OpInfo("amax", (x,), args=(dims, bool(p["keepdim"])), nonneg="inputs")
+
+
+TABLE = {
+    aten.view: reshape, aten.reshape: reshape, aten._unsafe_view: reshape, aten.flatten: reshape,
+    aten.unflatten: reshape, aten.squeeze: reshape, aten.unsqueeze: reshape,
+    aten.permute: permute, aten.transpose: transpose, aten.t: transpose,
+    aten.view_as: reshape, aten.reshape_as: reshape,
+    aten.expand: expand, aten.expand_as: expand, aten.repeat: repeat, aten.slice: slice_, aten.select: select, aten.index: index, aten.roll: roll,
+    aten.flip: flip, aten.pixel_shuffle: pixel_shuffle,
+    aten.cat: cat, aten.concat: cat, aten.stack: stack,
+    operator.getitem: getitem,
+    aten.constant_pad_nd: pad, aten.pad: pad,
+    aten.max_pool2d: maxpool, aten.amax: amax,
+}
