@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torchvision
 from torch import nn
 
 import lrpc
@@ -20,7 +21,7 @@ ARCHS = ("resnet18", "resnet50", "vgg16")
 
 def randomized(arch: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return randomize_batchnorm(lrpc.models.ARCHITECTURES[arch](num_classes=10), seed).eval()
+    return randomize_batchnorm(torchvision.models.get_model(arch, weights=None, num_classes=10), seed).eval()
 
 
 def main(argv=None) -> int:

@@ -14,9 +14,9 @@ import statistics
 import time
 
 import torch
+import torchvision
 
 import lrpc
-from lrpc.models import vgg16
 from lrpc.paths import path_heatmap, relevance_graph, top_k_paths
 from lrpc.paths.analysis import Analysis
 from lrpc.paths.graph import build_graph
@@ -44,7 +44,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    model = vgg16().eval().requires_grad_(False)  # the reference pass computes input gradients only
+    # requires_grad off: the reference pass computes input gradients only
+    model = torchvision.models.vgg16(weights=None).eval().requires_grad_(False)
     x = torch.randn(1, 3, args.size, args.size)
     explainer = lrpc.compile(model, rules=args.rules, example_input=x)
     analysis = Analysis.of(explainer)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torchvision
 from torch.fx.experimental.optimization import fuse
 from tqdm import tqdm
 
@@ -42,7 +43,7 @@ from lrpc.data import (GROUNDTRUTH_IMAGE_SIZE, ImageFolderDataset, balanced_samp
                        split_scenes)
 from lrpc.metrics import (insertion_deletion, pointing_game, relevance_mass_accuracy, relevance_rank_accuracy,
                           resolve_protocol)
-from lrpc.models import ARCHITECTURES, load_weights
+from lrpc.models import load_weights
 
 EXPLAIN_BATCH = 50
 SCORE_BATCH = 10  # images per insertion_deletion call: the unit of progress
@@ -175,9 +176,10 @@ def groundtruth_benchmark(n: int) -> Benchmark:
 
 def folder_benchmark(root: Path, arch: str, weights: Path, per_class: int, seed: int) -> Benchmark:
     dataset = ImageFolderDataset(root)
-    if arch not in ARCHITECTURES:
-        raise SystemExit(f"--arch must be one of {sorted(ARCHITECTURES)}, got {arch!r}")
-    model = load_weights(ARCHITECTURES[arch](num_classes=len(dataset.classes)), weights).eval()
+    if arch not in torchvision.models.list_models(module=torchvision.models):
+        raise SystemExit(f"--arch must name a torchvision classification model (resnet50, vgg16, ...), got {arch!r}")
+    model = torchvision.models.get_model(arch, weights=None, num_classes=len(dataset.classes))
+    model = load_weights(model, weights).eval()
     chosen = balanced_sample(dataset.labels, per_class, seed)
     items = [dataset[i] for i in tqdm(chosen, desc="loading images", file=sys.stderr)]
     return Benchmark(model, torch.stack([image for image, _ in items]), torch.tensor([label for _, label in items]),
@@ -190,7 +192,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100 scenes instead of 1000")
     parser.add_argument("--images", type=int, help="number of test scenes (overrides --quick)")
     parser.add_argument("--folder", type=Path, help="class-folder dataset root (root/<class>/<image>) instead")
-    parser.add_argument("--arch", default="resnet50", help="with --folder: architecture from lrpc.models")
+    parser.add_argument("--arch", default="resnet50", help="with --folder: a torchvision model name")
     parser.add_argument("--weights", type=Path, help="with --folder: torchvision-style checkpoint")
     parser.add_argument("--per-class", type=int, default=1, help="with --folder: images per class (CUB: 5)")
     parser.add_argument("--seed", type=int, default=42, help="with --folder: sampling seed")

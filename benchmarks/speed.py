@@ -39,11 +39,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
+import torchvision
 from torch import nn
 
 import lrpc
-from lrpc.compat import import_zennit
-from lrpc.models import ARCHITECTURES
 
 CLASSES = 1000
 SIZE = 224
@@ -100,7 +99,6 @@ def _lrpc(preset: str, compiled: bool = False):
 def _zennit(model, x, target, stack):
     """zennit's EpsilonPlusFlat with its ResNet / VGG canonizer, attached once to a copy of the model (the
     canonizers edit the model they are attached to)."""
-    import_zennit()
     from zennit.attribution import Gradient
     from zennit.composites import EpsilonPlusFlat
     from zennit.torchvision import ResNetCanonizer, VGGCanonizer
@@ -123,10 +121,7 @@ def _captum(model, x, target, stack):
 
 def _installed(module: str) -> bool:
     try:
-        if module == "zennit":
-            import_zennit()
-        else:
-            __import__(module)
+        __import__(module)
         return True
     except Exception:
         return False
@@ -153,7 +148,8 @@ MEMORY_FORMAT = torch.contiguous_format   # --channels-last: model and batch sto
 
 def make_model(arch: str) -> nn.Module:
     torch.manual_seed(0)
-    return ARCHITECTURES[arch](num_classes=CLASSES).eval().requires_grad_(False).to(memory_format=MEMORY_FORMAT)
+    model = torchvision.models.get_model(arch, weights=None, num_classes=CLASSES)
+    return model.eval().requires_grad_(False).to(memory_format=MEMORY_FORMAT)
 
 
 def make_batch(batch: int) -> tuple[torch.Tensor, torch.Tensor]:

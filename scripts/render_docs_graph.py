@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torchvision.models.resnet import BasicBlock, conv1x1
 
 import lrpc
-from lrpc.models.resnet import BasicBlock, conv1x1
 
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "img" / "tiny-resnet-graph.svg"
 

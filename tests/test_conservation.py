@@ -1,9 +1,11 @@
 """Conservation and the LRP-0 = gradient × input identity on the real architectures (float64)."""
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 import lrpc
+from lrpc.models.testing import vgg_with_narrow_classifier
 from lrpc.rules import Zero
 from lrpc.splitting import Splitting
 
@@ -18,8 +20,8 @@ def _double(model):
 def test_default_preset_conserves_at_every_layer(arch, size):
     torch.manual_seed(0)
     # VGG's 25088x4096 classifier only costs time here: conservation does not depend on its width
-    kwargs = {"hidden": 256} if arch.startswith("vgg") else {}
-    model = _double(lrpc.models.ARCHITECTURES[arch](num_classes=10, **kwargs))
+    model = _double(vgg_with_narrow_classifier(arch, num_classes=10, hidden=256) if arch.startswith("vgg")
+                    else torchvision.models.get_model(arch, weights=None, num_classes=10))
     x = torch.randn(2, 3, size, size, dtype=torch.float64)
     exp = lrpc.compile(model, rules="default", example_input=x[:1])(x)
     sums = exp.layer_sum_matrix
@@ -33,7 +35,7 @@ def test_default_preset_conserves_at_every_layer(arch, size):
 
 def test_start_modes():
     torch.manual_seed(0)
-    model = _double(lrpc.models.resnet18(num_classes=7))
+    model = _double(torchvision.models.resnet18(weights=None, num_classes=7))
     x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
     target = torch.tensor([0, 3, 6])
     for mode, expected in [("one", torch.ones(3, dtype=torch.float64)),
@@ -75,7 +77,7 @@ def test_lrp0_equals_gradient_times_input_on_bias_free_relu_network():
 
 def test_model_is_not_modified_and_calls_are_deterministic():
     torch.manual_seed(2)
-    model = randomize_batchnorm(lrpc.models.resnet18(num_classes=5)).eval()
+    model = randomize_batchnorm(torchvision.models.resnet18(weights=None, num_classes=5)).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     flags = {n: getattr(m, "inplace", None) for n, m in model.named_modules()}
     explainer = lrpc.compile(model, rules="epsilon-plus", example_input=torch.randn(1, 3, 32, 32))

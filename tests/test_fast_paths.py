@@ -5,11 +5,11 @@ ops), unread constants are not stored, and a channels-last model explains to the
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 import lrpc
 from lrpc.linear_maps import LINEAR_MAPS
-from lrpc.models import ARCHITECTURES
 from lrpc.models.testing import randomize_batchnorm
 from lrpc.rules import alpha_beta_kernel
 from lrpc.splitting import split_add
@@ -123,7 +123,7 @@ def test_channels_last_model_and_input_give_the_same_explanation_in_the_same_lay
     """CPU convolutions run faster channels-last; lrpc keeps that layout through the relevance pass (transposes,
     scatters, splits, sums) and the numbers do not change."""
     torch.manual_seed(4)
-    model = randomize_batchnorm(ARCHITECTURES["resnet50"](num_classes=7)).eval().double()
+    model = randomize_batchnorm(torchvision.models.resnet50(weights=None, num_classes=7)).eval().double()
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     last = torch.channels_last
     for preset in ("otsuki2024", "default"):

@@ -17,11 +17,12 @@ import networkx as nx
 import pytest
 import torch
 from torch import nn
+from torchvision.models import resnet18, resnet50
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 import lrpc
 from lrpc.cli import main
 from lrpc.debug import build_graph
-from lrpc.models import resnet18, resnet50
 from lrpc.rules import Epsilon, Zero
 
 torch.set_num_threads(1)
@@ -51,8 +52,7 @@ def r18_explained(r18):
 
 
 def _residual_blocks(model):
-    return {name: m for name, m in model.named_modules() if isinstance(m, (lrpc.models.BasicBlock,
-                                                                             lrpc.models.Bottleneck))}
+    return {name: m for name, m in model.named_modules() if isinstance(m, (BasicBlock, Bottleneck))}
 
 
 # ------------------------------------------------------------------------------------------- graph content

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import torch
+from torchvision.models.resnet import Bottleneck
 
 from lrpc.data import GROUNDTRUTH_CHECKPOINT, groundtruth_model, normalize, split_scenes
-from lrpc.models import Bottleneck
 
 
 def test_checkpoint_is_a_small_plain_state_dict():

@@ -1,10 +1,16 @@
-"""lrpc.models are torchvision-compatible: torchvision's parameter counts and key names, safe checkpoint loading."""
+"""lrpc.models builds torchvision's own models by name and loads checkpoints safely; the ground-truth model's
+narrow ResNet is torchvision's ResNet with nothing changed but its widths."""
+import subprocess
+import sys
+
 import pytest
 import torch
+import torchvision
 
 import lrpc
 from lrpc import LrpcError
 from lrpc.models import load_weights
+from lrpc.models.narrow_resnet import NarrowResNet
 
 # parameter counts published in torchvision's model documentation (ImageNet heads)
 TORCHVISION_PARAMS = {
@@ -16,21 +22,31 @@ TORCHVISION_PARAMS = {
 
 
 @pytest.mark.parametrize("name", list(TORCHVISION_PARAMS))
-def test_parameter_counts_match_torchvision(name):
+def test_each_name_builds_that_torchvision_model(name):
     with torch.device("meta"):
         model = lrpc.models.ARCHITECTURES[name]()
+        narrow_head = lrpc.models.ARCHITECTURES[name](num_classes=7)
+    assert isinstance(model, (torchvision.models.ResNet, torchvision.models.VGG))
     assert sum(p.numel() for p in model.parameters()) == TORCHVISION_PARAMS[name]
+    assert list(narrow_head.modules())[-1].out_features == 7
 
 
-def test_torchvision_key_names():
+def test_narrow_resnet_at_full_width_is_torchvisions_resnet50():
     with torch.device("meta"):
-        resnet, vgg = lrpc.models.resnet50(), lrpc.models.vgg16_bn()
-    keys = set(resnet.state_dict())
-    assert {"conv1.weight", "bn1.running_var", "layer1.0.downsample.0.weight", "layer1.0.downsample.1.weight",
-            "layer4.2.bn3.num_batches_tracked", "fc.weight", "fc.bias"} <= keys
-    assert len(keys) == 320
-    keys = set(vgg.state_dict())
-    assert {"features.0.weight", "features.1.running_mean", "classifier.0.weight", "classifier.6.bias"} <= keys
+        narrow = NarrowResNet(torchvision.models.resnet.Bottleneck, [3, 4, 6, 3], num_classes=10, width=64)
+        reference = torchvision.models.resnet50(num_classes=10)
+    assert {k: v.shape for k, v in narrow.state_dict().items()} == {
+        k: v.shape for k, v in reference.state_dict().items()}
+
+
+def test_missing_torchvision_is_an_lrpc_error_and_import_lrpc_does_not_need_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchvision.models", None)
+    with pytest.raises(LrpcError, match=r"torchvision cannot be imported .*pip install 'lrpc\[zoo\]'"):
+        lrpc.models.resnet18()
+    code = ("import sys; sys.modules['torchvision'] = None; import lrpc, lrpc.models, lrpc.data, lrpc.cli; "
+            "print(sorted(lrpc.models.ARCHITECTURES))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and "resnet50" in done.stdout, done.stderr
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])

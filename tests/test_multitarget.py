@@ -3,10 +3,10 @@
 the presets, and by counting how often the model's forward runs."""
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 import lrpc
-from lrpc.models import resnet18
 from lrpc.rules import Zero
 from lrpc.splitting import Splitting
 
@@ -49,7 +49,7 @@ def test_lrp0_per_target_equals_gradient_times_input():
 @pytest.mark.parametrize("preset", ["otsuki2024", "default", "epsilon-plus"])
 def test_equals_one_call_per_target(preset):
     torch.manual_seed(1)
-    model = randomize_batchnorm(resnet18(num_classes=10)).eval()
+    model = randomize_batchnorm(torchvision.models.resnet18(weights=None, num_classes=10)).eval()
     x = torch.randn(2, 3, 32, 32)
     explainer = lrpc.compile(model, preset, example_input=x[:1], keep=["layer1_0_conv1"])
     classes = [7, 0, 3]

@@ -15,12 +15,12 @@ from test_paths_flows import image, single_thread, tiny_cnn  # noqa: F401
 
 MODEL_FILE = '''
 import torch
-from lrpc.models.vgg import VGG, make_features
+from lrpc.models.testing import vgg_with_narrow_classifier
 
 
 def build():
     torch.manual_seed(0)
-    return VGG(make_features([4, "M", 8, "M", 512, "M"], False), num_classes=5, hidden=8)
+    return vgg_with_narrow_classifier([4, "M", 8, "M", 512, "M"], num_classes=5, hidden=8)
 '''
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 import lrpc
 from lrpc.errors import LrpcError
-from lrpc.models import vgg16
+from lrpc.models.testing import vgg_with_narrow_classifier
 from lrpc.paths import (deconvnet, heatmap_mse, heatmap_smape, knee, path_heatmap, relevance_graph,
                         select_channels, select_k, top_k_paths)
 
@@ -64,7 +64,7 @@ def test_each_path_equals_the_compiled_pass_masked_to_it():
 
 
 def test_vgg16_paths_equal_masked_passes_and_rows_hold():
-    model = vgg16(num_classes=10, hidden=32).eval().double().requires_grad_(False)
+    model = vgg_with_narrow_classifier("vgg16", num_classes=10, hidden=32).eval().double().requires_grad_(False)
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     convs = [f"features_{i}" for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)]
     explainer = lrpc.compile(model, rules="montavon-vgg16", example_input=x, keep=convs)

@@ -1,5 +1,6 @@
 """Rules reach the right layers: by module type, by name glob, by position, by predicate."""
 import torch
+import torchvision
 from torch import nn
 
 import lrpc
@@ -11,7 +12,7 @@ def rule_names(explainer):
 
 
 def test_selectors_by_type_name_position_and_predicate():
-    model = lrpc.models.resnet18(num_classes=4).eval()
+    model = torchvision.models.resnet18(weights=None, num_classes=4).eval()
     rules = lrpc.Rules(conv=ZPlus(), linear=Epsilon(), pool=Zero(),
                        layers=(("first", Flat()), ("last", Zero()), ("layer4.1.*", Gamma()),
                                ("layer3.0.downsample.0", Epsilon(0.1)),
@@ -46,7 +47,7 @@ def test_presets_are_listed_and_built():
 
 
 def test_mixture_switches_rules_after_the_eighth_block():
-    model = lrpc.models.resnet50(num_classes=4).eval()
+    model = torchvision.models.resnet50(weights=None, num_classes=4).eval()
     names = rule_names(lrpc.compile(model, rules="otsuki2024-mixture", example_input=torch.randn(1, 3, 32, 32)))
     assert names["layer3_0_conv3"] == "ZPlus"       # inside block 8
     assert names["layer3_1_conv1"] == "Epsilon"     # block 9
@@ -54,7 +55,7 @@ def test_mixture_switches_rules_after_the_eighth_block():
 
 
 def test_type_selectors_still_match_convs_with_folded_batchnorm():
-    model = lrpc.models.resnet18(num_classes=4).eval()
+    model = torchvision.models.resnet18(weights=None, num_classes=4).eval()
     rules = lrpc.preset("epsilon-plus").replace(layers=((nn.Conv2d, Zero()),))
     names = rule_names(lrpc.compile(model, rules=rules, example_input=torch.randn(1, 3, 32, 32)))
     assert all(rule == "Zero" for name, rule in names.items() if name not in ("fc", "avgpool"))

@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torchvision
 
 import lrpc
 
@@ -35,7 +36,7 @@ def test_constant_map_and_bad_arguments():
 
 
 def test_explanation_heatmap_quantize_option():
-    model = lrpc.models.resnet18(num_classes=3).eval()
+    model = torchvision.models.resnet18(weights=None, num_classes=3).eval()
     exp = lrpc.compile(model, rules="otsuki2024", example_input=torch.randn(1, 3, 32, 32))(torch.randn(2, 3, 32, 32))
     heat = exp.heatmap()
     assert heat.shape == (2, 32, 32) and torch.allclose(heat, exp.relevance.sum(1))

@@ -1,16 +1,16 @@
-"""The zennit-compatible presets give zennit's maps (zennit with its torchvision canonizers is the reference)."""
+"""The zennit-compatible presets give zennit's maps on torchvision's ResNets and VGGs (zennit with its own
+torchvision canonizers is the reference)."""
 import pytest
 import torch
+import torchvision
+from zennit.attribution import Gradient
+from zennit.composites import EpsilonGammaBox, EpsilonPlus, EpsilonPlusFlat
+from zennit.torchvision import ResNetCanonizer, VGGCanonizer
 
 import lrpc
-from lrpc.compat import import_zennit
+from lrpc.models.testing import vgg_with_narrow_classifier
 
 from conftest import randomize_batchnorm
-
-zennit = import_zennit()
-from zennit.attribution import Gradient  # noqa: E402
-from zennit.composites import EpsilonGammaBox, EpsilonPlus, EpsilonPlusFlat  # noqa: E402
-from zennit.torchvision import ResNetCanonizer, VGGCanonizer  # noqa: E402
 
 LOW, HIGH = -2.5, 2.5
 COMPOSITES = {
@@ -39,8 +39,9 @@ CASES = [(name, "resnet18", 32, ResNetCanonizer) for name in COMPOSITES] + [
 @pytest.mark.parametrize("name,arch,size,canonizer", CASES)
 def test_presets_match_zennit(name, arch, size, canonizer):
     torch.manual_seed(0)
-    kwargs = {"hidden": 64} if arch.startswith("vgg") else {}
-    model = randomize_batchnorm(lrpc.models.ARCHITECTURES[arch](num_classes=6, **kwargs)).double().eval()
+    model = (vgg_with_narrow_classifier(arch, num_classes=6, hidden=64) if arch.startswith("vgg")
+             else torchvision.models.get_model(arch, weights=None, num_classes=6))
+    model = randomize_batchnorm(model).double().eval()
     # zennit's BN merge leaves the BN module in place as x / sqrt(1 + eps) instead of the identity, which
     # perturbs its maps by ~eps per block; with a negligible eps the two foldings agree exactly
     for m in model.modules():

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..models import Bottleneck, ResNet, load_weights
+from torch import nn
+
+from ..models import load_weights, torchvision_models
 from .procedural import CLASSES
 
 __all__ = ["GROUNDTRUTH_CHECKPOINT", "GROUNDTRUTH_IMAGE_SIZE", "groundtruth_architecture", "groundtruth_model"]
@@ -18,15 +20,19 @@ GROUNDTRUTH_IMAGE_SIZE = 64
 GROUNDTRUTH_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "groundtruth_resnet.pth"
 
 
-def groundtruth_architecture() -> ResNet:
-    """Untrained network of the shipped checkpoint: ResNet-50's layout at 1/8 width, two blocks per stage.
+def groundtruth_architecture() -> nn.Module:
+    """Untrained network of the shipped checkpoint: torchvision's ResNet with Bottleneck blocks at 1/8 of
+    ResNet-50's width, two blocks per stage (needs torchvision).
 
     The first block of every stage has a projection shortcut (conv1x1 + BN), the second an identity shortcut,
     so both kinds of residual add are exercised.
     """
-    return ResNet(Bottleneck, [2, 2, 2, 2], num_classes=len(CLASSES), width=8)
+    resnet = torchvision_models().resnet  # an LrpcError naming the install if torchvision is missing
+    from ..models.narrow_resnet import NarrowResNet
+
+    return NarrowResNet(resnet.Bottleneck, [2, 2, 2, 2], num_classes=len(CLASSES), width=8)
 
 
-def groundtruth_model() -> ResNet:
+def groundtruth_model() -> nn.Module:
     """The trained shapes classifier in eval mode. Input: ImageNet-normalised [B, 3, 64, 64]."""
     return load_weights(groundtruth_architecture(), GROUNDTRUTH_CHECKPOINT).eval()
