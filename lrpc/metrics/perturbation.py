@@ -223,6 +223,7 @@ def insertion_deletion(model: nn.Module, images: torch.Tensor, maps: torch.Tenso
                        targets: torch.Tensor | Sequence[int] | int | None = None,
                        counterfactuals: torch.Tensor | None = None,
                        mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                       sample_ids: torch.Tensor | Sequence[int] | None = None,
                        batch_size: int = 256, **overrides) -> InsertionDeletionResult:
     """Insertion/Deletion curves of ``maps`` [B, H, W] for model inputs ``images`` [B, C, H, W].
 
@@ -230,7 +231,9 @@ def insertion_deletion(model: nn.Module, images: torch.Tensor, maps: torch.Tenso
     used to place canvases in pixel space. ``labels`` are the ground-truth classes, ``targets`` the classes
     the maps explain; the protocol's ``score_class`` (and ``only_correct``) decides which are needed.
     Any :class:`Protocol` field can be overridden by keyword, e.g. ``ties="random"``. Random tie-breaks are
-    seeded by (tie seed, position of the image in this batch), so a call is reproducible as a whole.
+    seeded by (tie seed, sample id): give ``sample_ids`` [B] (non-negative ints, e.g. dataset indices) and an
+    image's curves do not depend on which other images share the call or in what order; without them the id
+    is the image's position in this call.
     """
     protocol = resolve_protocol(protocol, **overrides)
     if model.training:
@@ -240,6 +243,7 @@ def insertion_deletion(model: nn.Module, images: torch.Tensor, maps: torch.Tenso
     n_pixels = height * width
     labels = _class_tensor(labels, n_images, "labels")
     targets = _class_tensor(targets, n_images, "targets")
+    sample_ids = _sample_ids(sample_ids, n_images)
 
     if protocol.score_class == "label":
         if labels is None:
@@ -269,7 +273,7 @@ def insertion_deletion(model: nn.Module, images: torch.Tensor, maps: torch.Tenso
 
     for i in torch.nonzero(evaluated).flatten().tolist():
         # [S, F, N] frame masks, one set per tie-break seed; identical frames across seeds are scored once.
-        masks = torch.stack([_frame_masks(flat_maps[i], counts, protocol.ties, seed, i)
+        masks = torch.stack([_frame_masks(flat_maps[i], counts, protocol.ties, seed, sample_ids[i])
                              for seed in protocol.seeds_used])
         pixels_moved[i] = masks.sum(-1).float().mean(0)
         unique_masks, inverse = torch.unique(masks.reshape(-1, n_pixels), dim=0, return_inverse=True)
@@ -319,6 +323,16 @@ def _class_tensor(classes, n_images: int, name: str) -> torch.Tensor | None:
     return classes
 
 
+def _sample_ids(sample_ids, n_images: int) -> list[int]:
+    if sample_ids is None:
+        return list(range(n_images))
+    ids = torch.as_tensor(sample_ids)
+    if ids.shape != (n_images,) or ids.dtype == torch.bool or ids.is_floating_point() or bool((ids < 0).any()):
+        raise ValueError(f"sample_ids must be [B={n_images}] non-negative ints, got "
+                         f"{ids.dtype} of shape {tuple(ids.shape)}")
+    return [int(i) for i in ids]
+
+
 def _canvas(kind: str, images: torch.Tensor, counterfactuals: torch.Tensor | None,
             mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     if kind == "black":
@@ -342,7 +356,7 @@ def _gaussian_blur(images: torch.Tensor, kernel_size: int, sigma: float) -> torc
     return F.conv2d(images, kernel, padding=kernel_size // 2, groups=images.shape[1])
 
 
-def _frame_masks(values: torch.Tensor, counts: torch.Tensor, ties: str, seed: int, image_index: int) -> torch.Tensor:
+def _frame_masks(values: torch.Tensor, counts: torch.Tensor, ties: str, seed: int, sample_id: int) -> torch.Tensor:
     """[F, N] bool: which pixels each frame moves, for one map ``values`` [N]."""
     n_pixels = values.numel()
     if ties == "inclusive":
@@ -354,7 +368,7 @@ def _frame_masks(values: torch.Tensor, counts: torch.Tensor, ties: str, seed: in
         order = torch.argsort(-values, stable=True)
     else:
         # A random permutation first, then a stable sort: equal values end up in uniformly random order.
-        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, image_index]).generate_state(1)[0]))
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, sample_id]).generate_state(1)[0]))
         shuffle = torch.randperm(n_pixels, generator=generator)
         order = shuffle[torch.argsort(-values[shuffle], stable=True)]
     rank = torch.empty(n_pixels, dtype=torch.long)
