@@ -14,3 +14,14 @@ from .splitting import Splitting
 __all__ = ["compile", "preset", "presets", "Rules", "Splitting", "LayerContext", "Explainer", "Explanation",
            "LrpcError", "heat_quantize", "models", "rules", "IMAGENET_LOW", "IMAGENET_HIGH"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The dataset engine (torch.distributed, zarr, pyarrow) loads on first use, so `import lrpc` stays light.
+    if name == "explain_dataset":
+        from .dataset import explain_dataset
+        return explain_dataset
+    raise AttributeError(f"module 'lrpc' has no attribute {name!r}")
+
+
+__all__ += ["explain_dataset"]
