@@ -3,7 +3,7 @@
 - ``functionalize``: in-place ATen ops (``relu_``, ``add_`` from ``out += x``) become out-of-place, and later
   readers of a mutated tensor read the new value. The relevance pass re-reads forward activations, so none may
   be overwritten.
-- ``drop_identities``: dropout (inference mode), ``clone``, ``contiguous``, ``alias``, ``detach`` disappear.
+- ``drop_identities``: dropout (inference mode), ``alias``, ``detach`` disappear.
 - ``fold_constants``: subgraphs that depend only on parameters, buffers and constants (weight standardisation,
   positional encodings, attention biases gathered from index tables) are evaluated once and become buffers.
 - ``fold_zero_padding``: an explicit zero pad in front of a conv (TF "same" padding, as in EfficientNet) becomes
@@ -26,8 +26,9 @@ from .trace import module_path
 
 aten = torch.ops.aten
 
-IDENTITIES = {aten.dropout, aten.feature_dropout, aten.alpha_dropout, aten.feature_alpha_dropout, aten.clone,
-              aten.contiguous, aten.alias, aten.detach, aten.lift_fresh_copy}
+# ``contiguous`` and ``clone`` stay: a later ``view`` may need the copy's layout
+IDENTITIES = {aten.dropout, aten.feature_dropout, aten.alpha_dropout, aten.feature_alpha_dropout, aten.alias,
+              aten.detach, aten.lift_fresh_copy}
 
 
 def _redirect_later_readers(graph: fx.Graph, mutated: fx.Node, new_value: fx.Node) -> None:
@@ -193,16 +194,30 @@ def fold_batchnorm(gm: fx.GraphModule) -> None:
     graph.lint()
 
 
-def propagate_shapes(gm: fx.GraphModule, example_input: torch.Tensor) -> None:
+def propagate_shapes(gm: fx.GraphModule, example_input: torch.Tensor) -> torch.Tensor:
+    """Record every node's shape on ``example_input``; returns the graph's output."""
     gm.recompile()
     for node in gm.graph.nodes:
         node.meta.pop("lrpc_depends_on_input", None)
     try:
         with torch.no_grad():
-            ShapeProp(gm).propagate(example_input)
+            return ShapeProp(gm).propagate(example_input)
     except Exception as exc:
         raise LrpcError(f"the model failed on example_input of shape {tuple(example_input.shape)} "
                         f"({example_input.dtype}): {type(exc).__name__}: {exc}") from exc
+
+
+def check_same_output(reference: torch.Tensor, canonical: torch.Tensor, model_name: str) -> None:
+    """The canonical graph must compute what the captured model computes: the guard against a pass that
+    changes the forward (a mutation through a view it did not see), which would make every map silently wrong."""
+    # rounding differs where BatchNorm was folded; a pass that breaks the forward differs by O(1)
+    tolerance = {torch.float64: 1e-9, torch.float32: 1e-3}.get(reference.dtype, 3e-2)
+    scale = float(reference.abs().max()) or 1.0
+    difference = float((reference - canonical).abs().max())
+    if not difference <= tolerance * scale:
+        raise LrpcError(f"lrpc's canonical graph of {model_name} computes other scores than the model on "
+                        f"example_input (largest difference {difference:.3g} of {scale:.3g}); this is an lrpc bug: "
+                        "please report it with the model definition")
 
 
 def module_of(node: fx.Node, gm: fx.GraphModule | None = None) -> tuple[str | None, str | None]:

@@ -1,4 +1,4 @@
-"""``lrpc.compile``: trace → canonicalize → annotate (rules, audit) → relevance pass → Explainer."""
+"""``lrpc.compile``: capture (torch.export) → canonicalize → annotate (rules, audit) → relevance pass → Explainer."""
 from __future__ import annotations
 
 from typing import Callable, Iterable
@@ -13,16 +13,19 @@ from .ops import shape
 from .presets import Rules, resolve
 from .relevance_pass import RelevancePass
 from .runtime import Explainer
-from .trace import trace
+from .trace import OutputSelector, capture
 
 
 def compile(model: nn.Module, rules: Rules | str | None = "default", example_input: torch.Tensor | None = None,
-            *, leaf_modules: Iterable[type | str] = (), start: str | None = None,
+            *, output: OutputSelector = None, start: str | None = None,
             keep: Iterable[str] = (), debug: bool = False) -> Explainer:
     """Compile ``model`` into one relevance module under ``rules`` (a preset name or a ``Rules`` object).
 
-    ``example_input`` (e.g. ``torch.randn(1, 3, 224, 224)``) fixes the shapes the graph is checked against; its
-    dtype sets the dtype of the readout. ``start`` overrides the rule set's start mode (one/logit/softmax).
+    ``example_input`` (e.g. ``torch.randn(1, 3, 224, 224)``) is what ``torch.export`` captures the model on (any
+    batch size is explained later; other sizes are checked); its dtype sets the dtype of the readout.
+    ``output`` picks the scores when the model returns more than one tensor: a key (``'logits'``, the default
+    when present, as in Hugging Face outputs), an index, or a function of the output structure.
+    ``start`` overrides the rule set's start mode (one/logit/softmax).
     ``keep`` names nodes whose relevance and activation every explanation also returns
     (``exp.relevances[name]``, ``exp.activations[name]``); ``explainer.layer_names`` lists the valid names.
     ``debug=True`` makes the generated module check every forward activation and relevance message for NaN/Inf
@@ -36,24 +39,27 @@ def compile(model: nn.Module, rules: Rules | str | None = "default", example_inp
     if example_input is None:
         raise TypeError("lrpc.compile needs example_input, a tensor of the input's shape such as "
                         "torch.randn(1, 3, 224, 224)")
-    leaf_modules, keep = tuple(leaf_modules), tuple(keep)   # iterated again by every rebuild
+    keep = tuple(keep)   # iterated again by every rebuild
     rules = resolve(rules)
     if start is not None:
         rules = rules.replace(start=start)
-    gm = trace(model, leaf_modules)
+    gm = capture(model, example_input, output)
+    with torch.no_grad():
+        reference = gm(example_input)
     canonicalize.functionalize(gm)
     canonicalize.drop_identities(gm)
+    canonicalize.propagate_shapes(gm, example_input)
+    canonicalize.fold_constants(gm)
     canonicalize.fold_zero_padding(gm)
     if rules.batchnorm == "fold":
         canonicalize.fold_batchnorm(gm)
-    gm.recompile()
-    canonicalize.propagate_shapes(gm, example_input)
+    canonicalize.check_same_output(reference, canonicalize.propagate_shapes(gm, example_input), type(model).__name__)
     plans, logits = annotate(gm, rules)
     module, layer_names, pairings = RelevancePass(gm, plans, logits, rules.start, example_input.dtype,
                                                      keep, debug).run()
     num_classes = shape(logits)[1] if len(shape(logits)) == 2 else 1
     explainer = Explainer(module, layer_names, rules, plans, pairings, example_input, num_classes)
-    explainer.follow(model, rebuild(model, rules, example_input, leaf_modules=leaf_modules, keep=keep, debug=debug))
+    explainer.follow(model, rebuild(model, rules, example_input, output=output, keep=keep, debug=debug))
     return explainer
 
 

@@ -118,10 +118,14 @@ def _avg_pool2d_transpose(s, like, w, args):
 
 
 def _adaptive_avg_pool2d_forward(x, w, b, args):
+    if len(args[0]) == 1:   # a 1-d pool is the 2-d one on a height-1 image
+        return F.adaptive_avg_pool2d(x.unsqueeze(-2), (1, *args[0])).squeeze(-2)
     return F.adaptive_avg_pool2d(x, args[0])
 
 
 def _adaptive_avg_pool2d_transpose(s, like, w, args):
+    if len(args[0]) == 1:
+        return aten._adaptive_avg_pool2d_backward(s.unsqueeze(-2), like.unsqueeze(-2)).squeeze(-2)
     return aten._adaptive_avg_pool2d_backward(s, like)
 
 

@@ -45,15 +45,11 @@ class Leak:
 
 
 def node_flows(explanation: "Explanation") -> dict[str, NodeFlow]:
-    cut = explanation.layer_sum_matrix
-    before = torch.cat([torch.zeros_like(cut[:, :1]), cut[:, :-1]], 1)
-    delta = before - cut
-    plans = explanation.explainer.plans
+    delta = -explanation.absorbed_matrix
     flows = {}
     for k, name in enumerate(explanation.layer_names):
         received = explanation.node_sum_matrix[:, k]
-        node_delta = torch.zeros_like(received) if plans[name].info.kind == "input" else delta[:, k]
-        flows[name] = NodeFlow(received, received + node_delta, node_delta)
+        flows[name] = NodeFlow(received, received + delta[:, k], delta[:, k])
     return flows
 
 

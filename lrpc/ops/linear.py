@@ -48,10 +48,12 @@ def avg_pool2d(node, ctx: Context) -> OpInfo:
     return OpInfo("linear", (node.args[0],), map="avg_pool2d", args=args, nonneg="inputs")
 
 
-def adaptive_avg_pool2d(node, ctx: Context) -> OpInfo:
-    # the output size is read off the captured shape, so `None` entries in output_size are resolved
-    return OpInfo("linear", (node.args[0],), map="adaptive_avg_pool2d", args=(tuple(shape(node)[-2:]),),
-                  nonneg="inputs")
+def adaptive_avg_pool(dims: int):
+    def handler(node, ctx: Context) -> OpInfo:
+        # the output size is read off the captured shape, so `None` entries in output_size are resolved
+        return OpInfo("linear", (node.args[0],), map="adaptive_avg_pool2d", args=(tuple(shape(node)[-dims:]),),
+                      nonneg="inputs")
+    return handler
 
 
 def _reduce(mean: bool):
@@ -81,7 +83,7 @@ TABLE = {
     aten.conv1d: conv, aten.conv2d: conv, aten.conv3d: conv,
     aten.linear: linear,
     aten.avg_pool2d: avg_pool2d,
-    aten.adaptive_avg_pool2d: adaptive_avg_pool2d,
+    aten.adaptive_avg_pool2d: adaptive_avg_pool(2), aten.adaptive_avg_pool1d: adaptive_avg_pool(1),
     aten.mean: _reduce(True), aten.sum: _reduce(False),
     aten.upsample_nearest2d: _upsample("nearest"), aten.upsample_bilinear2d: _upsample("bilinear"),
     aten.upsample_nearest1d: _upsample("nearest"), aten.upsample_linear1d: _upsample("linear"),

@@ -18,6 +18,10 @@ def reshape(node, ctx: Context) -> OpInfo:
     return OpInfo("reshape", (node.args[0],), nonneg="inputs")
 
 
+def copy(node, ctx: Context) -> OpInfo:
+    return OpInfo("pass", (node.args[0],), nonneg="inputs")
+
+
 def permute(node, ctx: Context) -> OpInfo:
     return OpInfo("permute", (node.args[0],), args=tuple(params(node)["dims"]), nonneg="inputs")
 
@@ -140,6 +144,7 @@ def amax(node, ctx: Context) -> OpInfo:
 TABLE = {
     aten.view: reshape, aten.reshape: reshape, aten._unsafe_view: reshape, aten.flatten: reshape,
     aten.unflatten: reshape, aten.squeeze: reshape, aten.unsqueeze: reshape,
+    aten.contiguous: copy, aten.clone: copy,
     aten.permute: permute, aten.transpose: transpose, aten.t: transpose,
     aten.view_as: reshape, aten.reshape_as: reshape,
     aten.expand: expand, aten.expand_as: expand, aten.repeat: repeat, aten.slice: slice_, aten.select: select, aten.index: index, aten.roll: roll,
