@@ -42,6 +42,27 @@ class Explanation:
         return {name: self.layer_sum_matrix[:, k] for k, name in enumerate(self.layer_names)}
 
     @property
+    def absorbed_matrix(self) -> torch.Tensor:
+        """[B, L]: relevance each node's op takes out of the flow (a bias, a stabiliser, a constant input such as
+        a cls token); negative where an op creates relevance. The cut after a node minus the cut before it."""
+        cut = self.layer_sum_matrix
+        before = torch.cat([torch.zeros_like(cut[:, :1]), cut[:, :-1]], 1)
+        absorbed = cut - before
+        if self.explainer.plans[self.layer_names[0]].info.kind == "input":
+            absorbed[:, 0] = 0   # its cut is the input relevance itself
+        return absorbed
+
+    @property
+    def absorbed(self) -> dict[str, torch.Tensor]:
+        """Node → [B]: every sink of the explanation, so that ``relevance.sum() + Σ absorbed == start`` per sample.
+        Lists constants (always) and every node whose op takes more than rounding (1e-12 of |start|)."""
+        matrix, scale = self.absorbed_matrix, 1e-12 * self.start.abs().unsqueeze(1)
+        sinks = (matrix.abs() > scale).any(0).tolist()
+        plans = self.explainer.plans
+        return {name: matrix[:, k] for k, name in enumerate(self.layer_names)
+                if sinks[k] or plans[name].info.kind == "inert"}
+
+    @property
     def node_sums(self) -> dict[str, torch.Tensor]:
         return {name: self.node_sum_matrix[:, k] for k, name in enumerate(self.layer_names)}
 
@@ -257,6 +278,12 @@ class Explainer:
         if len(build.input_shape) > 1 and x.shape[1] != build.input_shape[1]:
             raise LrpcError(f"input has {x.shape[1]} channels {tuple(x.shape)}, the model expects "
                             f"{build.input_shape[1]}")
+        if tuple(x.shape[1:]) != build.input_shape[1:]:
+            # torch.export specialises every size but the batch: a graph run on another size may compute
+            # something else without failing (a baked-in reshape, an interpolated position embedding)
+            raise LrpcError(f"input of shape {tuple(x.shape)} differs in size from the example_input "
+                            f"{build.input_shape} the module was compiled for; compile with an example_input "
+                            "of this size")
         if not x.is_floating_point():
             raise LrpcError(f"input must be a floating-point tensor, got {x.dtype}")
         if x.dtype != build.dtype:   # refused, not converted: a silent cast would change the answer's precision
@@ -294,14 +321,7 @@ class Explainer:
         self.check_input(x, build)
         target = self.check_target(target, x.shape[0], build.num_classes, x.device)
         with self._gate.shared(), torch.inference_mode():
-            try:
-                outputs = build.run(x, target)
-            except RuntimeError as exc:
-                if tuple(x.shape[2:]) == build.input_shape[2:]:
-                    raise
-                raise LrpcError(f"input of shape {tuple(x.shape)} differs in size from the example_input "
-                                f"{build.input_shape} the module was compiled and checked for, and it failed: "
-                                f"{exc}; compile with an example_input of this size") from exc
+            outputs = build.run(x, target)
             return self._explanation(outputs, build)
 
     def explain_targets(self, x: torch.Tensor, targets) -> Explanation:
