@@ -51,6 +51,10 @@ class JobFolder:
         config = json.loads(json.dumps(config))  # as it reads back from job.json: lists, not tuples
         existing = self.read_config()
         if existing == config and not overwrite:
+            missing = [entry.name for entry in (self.maps, self.parts) if not entry.is_dir()]
+            if missing:
+                raise LrpcError(f"{self.path} is damaged: {' and '.join(missing)} missing; rerun with --overwrite "
+                                "to start over")
             return
         if existing is not None and not overwrite:
             raise LrpcError(f"{self.path} holds a job made with other settings ({_differences(existing, config)}); "
