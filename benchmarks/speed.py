@@ -20,6 +20,11 @@ runtime, which are resident before it — and "peak RSS MB" the absolute peak of
 Compile time: ``lrpc.compile`` (trace, canonicalise, annotate, relevance pass; no torch.compile), median of
 three after one warm-up, in a fresh subprocess; for the torch.compile'd rows (inductor with freezing: the
 weights become constants, folded and pre-packed) the first call, which compiles.
+
+GPU: ``--device cuda [--dtype bfloat16] [--tf32] [--compile-mode reduce-overhead]`` (CUDA graphs) times every
+call up to ``torch.cuda.synchronize()``; the memory columns are then the GPU's (torch.cuda.max_memory_allocated:
+"call MB" the peak minus what was allocated before the call, "peak" the peak). ``benchmarks/gpu.sh`` runs the
+ResNet-50 GPU measurement in one command.
 """
 from __future__ import annotations
 
@@ -87,7 +92,7 @@ def _lrpc(preset: str, compiled: bool = False):
         explainer = lrpc.compile(model, preset, example_input=x[:1])
         eager = explainer(x, target).relevance if compiled else None
         if compiled:   # inductor with freezing (weights as constants: folded, pre-packed); one graph per batch
-            explainer.compile(dynamic=False, options={"freezing": True})
+            explainer.compile(**compile_options())
 
         def run():
             return explainer(x, target)
@@ -105,7 +110,7 @@ def _zennit(model, x, target, stack):
     canonizer = ResNetCanonizer() if hasattr(model, "layer1") else VGGCanonizer()
     attributor = stack.enter_context(Gradient(model=copy.deepcopy(model),
                                               composite=EpsilonPlusFlat(canonizers=[canonizer])))
-    onehot = torch.eye(CLASSES)[target]
+    onehot = torch.eye(CLASSES, device=x.device, dtype=x.dtype)[target]
     return lambda: attributor(x, onehot)[1]
 
 
@@ -144,6 +149,29 @@ def methods(compiled: bool) -> list[Method]:
 
 # ------------------------------------------------------------------------------------------------ helpers
 MEMORY_FORMAT = torch.contiguous_format   # --channels-last: model and batch stored channels-last, for every method
+DEVICE = torch.device("cpu")              # --device: model, batch and explainers, for every method
+DTYPE = torch.float32                     # --dtype
+COMPILE_MODE: str | None = None           # --compile-mode: torch.compile's mode (None: inductor with freezing)
+TF32 = False                              # --tf32: float32 matmuls and convolutions on tensor cores (CUDA)
+
+
+def make_inputs(arch: str, batch: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The model and a batch with targets, on --device in --dtype (targets stay int64)."""
+    x, target = make_batch(batch)
+    return make_model(arch).to(device=DEVICE, dtype=DTYPE), x.to(device=DEVICE, dtype=DTYPE), target.to(DEVICE)
+
+
+def synchronize() -> None:
+    """Wait for the device: CUDA calls return before their kernels finish."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def compile_options() -> dict:
+    """torch.compile's arguments for the compiled rows."""
+    if COMPILE_MODE is not None:
+        return {"dynamic": False, "mode": COMPILE_MODE}
+    return {"dynamic": False, "options": {"freezing": True}}
 
 
 def make_model(arch: str) -> nn.Module:
@@ -160,7 +188,9 @@ def make_batch(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _child() -> list[str]:
     """The command line of a measuring subprocess, with this run's memory format."""
-    return [sys.executable, __file__, *(["--channels-last"] if MEMORY_FORMAT is torch.channels_last else [])]
+    return [sys.executable, __file__, *(["--channels-last"] if MEMORY_FORMAT is torch.channels_last else []),
+            "--device", str(DEVICE), "--dtype", str(DTYPE).removeprefix("torch."), *(["--tf32"] if TF32 else []),
+            *(["--compile-mode", COMPILE_MODE] if COMPILE_MODE else [])]
 
 
 def paired_ratio(a: "Row", b: "Row") -> float:
@@ -228,14 +258,14 @@ class Row:
 def time_cell_here(arch: str, batch: int, chosen: list[Method], repeats: int, log) -> list[Row]:
     """Set up ``chosen`` (one group, with the baselines), warm each up once, then time them round-robin."""
     group = next((m.group for m in chosen if m.name not in BASELINES), "eager")
-    model = make_model(arch)
-    x, target = make_batch(batch)
+    model, x, target = make_inputs(arch, batch)
     calls, first, checks = {}, {}, {}
     with contextlib.ExitStack() as stack:
         for m in chosen:
             calls[m.name] = m.setup(model, x, target, stack)
             start = time.perf_counter()
             result = calls[m.name]()
+            synchronize()
             first[m.name] = time.perf_counter() - start
             if isinstance(result, lrpc.Explanation):
                 checks[m.name] = conservation_and_difference(result, getattr(calls[m.name], "eager_relevance", None))
@@ -248,6 +278,7 @@ def time_cell_here(arch: str, batch: int, chosen: list[Method], repeats: int, lo
             for name in names[r % len(names):] + names[:r % len(names)]:
                 start, cpu_start = time.perf_counter(), time.process_time()
                 calls[name]()
+                synchronize()
                 rounds[name].append(time.perf_counter() - start)
                 cpu_rounds[name].append(time.process_time() - cpu_start)
     rows = []
@@ -285,12 +316,19 @@ def time_cell(arch: str, batch: int, group: str, names: list[str], repeats: int,
 
 
 def measure_memory_here(arch: str, batch: int, method: str) -> dict:
-    """Run in the subprocess: set up, reset the peak RSS, make ONE call, report."""
+    """Run in the subprocess: set up, reset the peak RSS (on CUDA: the peak GPU memory), make ONE call, report."""
     chosen = next(m for m in methods(compiled=False) if m.name == method)   # eager methods only
-    model = make_model(arch)
-    x, target = make_batch(batch)
+    model, x, target = make_inputs(arch, batch)
     with contextlib.ExitStack() as stack:
         call = chosen.setup(model, x, target, stack)
+        if DEVICE.type == "cuda":
+            synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            call()
+            synchronize()
+            peak = torch.cuda.max_memory_allocated()
+            return {"call_mb": (peak - before) / 2**20, "peak_rss_mb": peak / 2**20}
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")   # peak RSS := current RSS
         before = _status("VmRSS")
@@ -309,8 +347,7 @@ def measure_memory(arch: str, batch: int, method: str, threads: int) -> dict:
 
 def multi_target_times(arch: str, targets: int, repeats: int, preset: str = "otsuki2024") -> dict:
     """One image, K classes: one ``explain_targets`` call against K explainer calls (rounds interleaved)."""
-    model = make_model(arch)
-    x, _ = make_batch(1)
+    model, x, _ = make_inputs(arch, 1)
     classes = list(range(targets))
     explainer = lrpc.compile(model, preset, example_input=x)
     calls = {"explain_targets": lambda: explainer.explain_targets(x, classes),
@@ -322,6 +359,7 @@ def multi_target_times(arch: str, targets: int, repeats: int, preset: str = "ots
         for name in (list(calls) if r % 2 == 0 else list(calls)[::-1]):
             start = time.perf_counter()
             calls[name]()
+            synchronize()
             rounds[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(ts) for name, ts in rounds.items()}
     return {"model": arch, "preset": preset, "targets": targets, **medians,
@@ -330,8 +368,7 @@ def multi_target_times(arch: str, targets: int, repeats: int, preset: str = "ots
 
 def compile_times_here(arch: str, repeats: int = 3) -> dict[str, float]:
     """Run in a fresh subprocess (a long-lived process full of explainers slows the garbage collector)."""
-    model = make_model(arch)
-    example = torch.randn(1, 3, SIZE, SIZE)
+    model, example, _ = make_inputs(arch, 1)
     lrpc.compile(model, PRESETS[0], example_input=example)   # imports and first-use caches out of the timing
     out = {}
     for preset in PRESETS:
@@ -392,7 +429,9 @@ def goals(rows: list[Row], compile_s: dict, memory_batch: int) -> list[dict]:
 
 
 def markdown(rows: list[Row], compile_s: dict, goal_rows: list[dict], env: dict, multi: list[dict]) -> str:
-    lines = [f"torch {env['torch']}, {env['threads']} thread(s), {env['cpu']}, {env.get('memory_format', 'contiguous')} "
+    lines = [f"torch {env['torch']}, {env['threads']} thread(s), {env['cpu']}, {env.get('device', 'cpu')}, "
+             f"{env.get('dtype', 'float32')}{', TF32' if env.get('tf32') else ''}, "
+             f"compile mode {env.get('compile_mode') or 'default (freezing)'}, {env.get('memory_format', 'contiguous')} "
              f"tensors; load average {env['load_before']} "
              f"before, {env['load_after']} after; {env['repeats']} rounds per method, medians (ratios: median of "
              f"the per-round ratios); lrpc "
@@ -448,6 +487,13 @@ def main(argv: list[str] | None = None) -> None:
                         "(default 8; each compile takes minutes on a CPU)")
     parser.add_argument("--channels-last", action="store_true", help="store model and inputs channels-last for "
                         "every method (CPU convolutions run faster that way; lrpc keeps the layout throughout)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]: model, inputs and explainers")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16", "float64"),
+                        help="dtype of model, inputs and explainers (default float32)")
+    parser.add_argument("--tf32", action="store_true", help="CUDA: float32 matmuls and convolutions on TF32 "
+                        "tensor cores")
+    parser.add_argument("--compile-mode", default=None, help="torch.compile mode for the compiled rows, e.g. "
+                        "reduce-overhead (CUDA graphs) or max-autotune (default: inductor with freezing)")
     parser.add_argument("--memory-batch", type=int, default=None,
                         help="batch size whose rows get memory measured (default: the largest; 0 = none)")
     parser.add_argument("--targets", type=int, default=5, help="K for the multi-target timing: one image, K "
@@ -460,8 +506,12 @@ def main(argv: list[str] | None = None) -> None:
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    global MEMORY_FORMAT
+    global MEMORY_FORMAT, DEVICE, DTYPE, COMPILE_MODE, TF32
     MEMORY_FORMAT = torch.channels_last if args.channels_last else torch.contiguous_format
+    DEVICE, DTYPE, COMPILE_MODE, TF32 = torch.device(args.device), getattr(torch, args.dtype), args.compile_mode, args.tf32
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this torch ({torch.__version__}) sees no CUDA device")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = TF32
 
     def log(message):
         print(message, file=sys.stderr, flush=True)
@@ -496,6 +546,8 @@ def main(argv: list[str] | None = None) -> None:
         chosen_all = [m for m in chosen_all if m.name in wanted]
 
     env = {"torch": torch.__version__, "threads": args.threads, "cpu": cpu_name(), "python": platform.python_version(),
+           "device": torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu",
+           "dtype": args.dtype, "tf32": TF32, "compile_mode": COMPILE_MODE,
            "memory_format": "channels_last" if args.channels_last else "contiguous",
            "load_before": load(), "repeats": repeats, "date": time.strftime("%Y-%m-%d %H:%M"),
            "lrpc": f"{lrpc.__file__} @ {lrpc_commit()}", "complete": False}

@@ -17,7 +17,7 @@ def divide(r: torch.Tensor, z: torch.Tensor, mode: str, eps: float) -> torch.Ten
     if mode in ("sign", "add") and eps == 0:  # no shift at all: fall back to LRP-0's 0/0 := 0 instead of NaN
         mode = "none"
     if mode == "sign":
-        return r / (z + torch.where(z >= 0, eps, -eps))
+        return r / torch.where(z >= 0, z + eps, z - eps)   # (a where of Python scalars would be float32)
     if mode == "add":
         return r / (z + eps)
     if mode == "rms":

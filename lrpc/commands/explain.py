@@ -44,6 +44,7 @@ def register(subparsers) -> None:
     parser.add_argument("--quantize", type=int, metavar="Q",
                         help="show Heat-Quantized maps with Q levels in the PNGs (the .npy stays raw)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N")
+    parser.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
     parser.add_argument("--input-size", type=int, metavar="S",
                         help="side of the square model input (default: the model's own, else 224)")
     parser.add_argument("--resize", type=int, metavar="R",
@@ -138,7 +139,18 @@ def _class_name(index: int, class_names: Sequence[str] | None) -> str | None:
     return class_names[index] if class_names is not None and index < len(class_names) else None
 
 
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise LrpcError(f"--device {name!r} is not a device torch knows: {exc}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LrpcError(f"--device {name}: this torch ({torch.__version__}) sees no CUDA device")
+    return device
+
+
 def run(args: argparse.Namespace) -> int:
+    device = _device(args.device)
     for option, value in (("--batch-size", args.batch_size), ("--input-size", args.input_size),
                           ("--resize", args.resize)):
         if value is not None and value < 1:
@@ -160,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
         raise LrpcError(f"--resize {resize} is smaller than the input size {size}")
     mean, std = input_normalization(args.normalize, loaded)
     rules = preset_for_input(args.rules, mean, std)
-    explainer = compile_explainer(loaded.model, rules, example_input=torch.zeros(1, 3, size, size))
+    explainer = compile_explainer(loaded.model.to(device), rules, example_input=torch.zeros(1, 3, size, size,
+                                                                                          device=device))
     class_names = loaded.input.class_names
     if class_names is None and explainer.num_classes == len(IMAGENET_CLASSES):
         class_names = IMAGENET_CLASSES  # a 1000-way classifier is taken to use ImageNet-1k's class order
@@ -174,26 +187,27 @@ def run(args: argparse.Namespace) -> int:
                 "quantize": args.quantize}
     for batch in _progress(batches, args.quiet):
         x = torch.stack([preprocess_image(open_image(images[i]), resize, size, mean, std) for i in batch])
-        exp = explainer(x, target)
-        probabilities = exp.logits.float().softmax(1)
-        heat = exp.heatmap(quantize=args.quantize)
-        errors = exp.conservation_error()
+        exp = explainer(x.to(device), target)
+        probabilities = exp.logits.float().softmax(1).cpu()
+        heat = exp.heatmap(quantize=args.quantize).cpu()
+        errors = exp.conservation_error().cpu()
+        relevance, start, targets = exp.relevance.float().cpu(), exp.start.cpu(), exp.target.cpu()
         pixels = denormalize(x, mean, std).clamp(0, 1).permute(0, 2, 3, 1).numpy()
         for k, i in enumerate(batch):
-            predicted, target_k = int(probabilities[k].argmax()), int(exp.target[k])
+            predicted, target_k = int(probabilities[k].argmax()), int(targets[k])
             files = {"overlay": f"{names[i]}_overlay.png", "heatmap": f"{names[i]}_heatmap.png",
                      "relevance": f"{names[i]}_relevance.npy"}
             viz.save_overlay(pixels[k], heat[k], out / files["overlay"], alpha=args.alpha, cmap=args.cmap)
             viz.save_heatmap(heat[k], out / files["heatmap"], cmap=args.cmap)
-            np.save(out / files["relevance"], exp.relevance[k].float().numpy())
+            np.save(out / files["relevance"], relevance[k].numpy())
             summary = {
                 "image": str(images[i]),
                 "predicted_class": predicted, "predicted_name": _class_name(predicted, class_names),
                 "probability": float(probabilities[k, predicted]),
                 "target_class": target_k, "target_name": _class_name(target_k, class_names),
                 "target_probability": float(probabilities[k, target_k]),
-                "start_relevance": float(exp.start[k]),
-                "input_relevance_sum": float(exp.relevance[k].sum()),
+                "start_relevance": float(start[k]),
+                "input_relevance_sum": float(relevance[k].sum()),
                 "conservation_error": float(errors[k]),
                 **settings, "files": files,
             }
