@@ -108,8 +108,8 @@ class Build:
 
 
 class _SharedExclusive:
-    """Calls share, a rebuild is exclusive: fx tracing patches ``nn.Module.__call__`` process-wide while it
-    runs, so no call of this explainer may run the model during a rebuild."""
+    """Calls share, a rebuild is exclusive: capturing the model runs its submodules under tracing machinery that
+    promises no thread safety, so a rebuild waits for the calls in flight and holds back new ones."""
 
     def __init__(self):
         self._condition = threading.Condition()
