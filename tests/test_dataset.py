@@ -301,3 +301,12 @@ def test_metrics_per_image_then_changed_images_refused_and_overwrite(tmp_path, c
     assert summary["images"] == 7 and not summary.get("already_complete")
     assert json.loads((job / "job.json").read_text())["config"]["rules"] == "otsuki2024"
     assert "id" not in table(job) and len(list((job / "parts").iterdir())) == 2
+
+
+def test_missing_extra_names_the_install(monkeypatch):
+    from lrpc.dataset.extras import require
+
+    for module in ("zarr", "pyarrow.parquet", "tqdm"):
+        monkeypatch.setitem(sys.modules, module, None)  # what an absent package looks like to import
+        with pytest.raises(lrpc.LrpcError, match=r"pip install 'lrpc\[dataset\]'"):
+            require(module)

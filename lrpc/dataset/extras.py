@@ -1,4 +1,4 @@
-"""zarr and pyarrow (the ``dataset`` extra) are imported only when a dataset job runs."""
+"""zarr, pyarrow and tqdm (the ``dataset`` extra) are imported only when a dataset job runs."""
 from __future__ import annotations
 
 import importlib
@@ -7,14 +7,14 @@ from ..errors import LrpcError
 
 __all__ = ["require"]
 
-_PACKAGES = {"zarr": "zarr>=3.1,<3.2", "pyarrow": "pyarrow"}
+_PACKAGES = {"zarr": "zarr>=3.1,<3.2", "pyarrow": "pyarrow", "tqdm": "tqdm"}
 
 
 def require(module: str):
-    """Import ``module`` (``zarr``, ``pyarrow``, ``pyarrow.parquet``) or say which extra provides it."""
+    """Import ``module`` (``zarr``, ``pyarrow``, ``pyarrow.parquet``, ``tqdm``) or say which extra provides it."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
         package = _PACKAGES[module.partition(".")[0]]
-        raise LrpcError(f"lrpc explain-dataset writes its store with {package}, which is not installed: "
+        raise LrpcError(f"lrpc explain-dataset needs {package}, which is not installed: "
                         f"pip install 'lrpc[dataset]'") from exc

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .extras import require
 from .table import done_units
 from .worklist import unit_indices
 
@@ -31,8 +32,7 @@ class JobProgress:
         self._stop = threading.Event()
         if not enabled:
             return
-        from tqdm import tqdm
-
+        tqdm = require("tqdm").tqdm
         self._bar = tqdm(total=n_images, initial=self._images_done(), unit="img", desc="explain-dataset",
                          file=sys.stderr, dynamic_ncols=True, smoothing=0.05)
         self._thread = threading.Thread(target=self._poll, args=(interval,), name="lrpc-progress", daemon=True)

@@ -80,4 +80,6 @@ def merge_parts(parts: Path, n_units: int, n_images: int, schema, destination: P
     temporary = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
     pq.write_table(table, temporary)
     os.replace(temporary, destination)
+    for leftover in parts.glob(".unit-*.tmp"):  # of ranks killed while writing a part (its unit was redone)
+        leftover.unlink(missing_ok=True)
     return table
