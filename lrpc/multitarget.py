@@ -16,6 +16,7 @@ import torch.fx as fx
 
 from . import kernels
 from .errors import LrpcError
+from .ops import batch_layout
 
 
 def repeat_batch(t: torch.Tensor, repeats: int) -> torch.Tensor:
@@ -25,6 +26,11 @@ def repeat_batch(t: torch.Tensor, repeats: int) -> torch.Tensor:
 def check_batch_major(plans) -> None:
     """Refuse a graph whose relevance path moves the batch away from dimension 0."""
     for name, plan in plans.items():
+        dim, exact = batch_layout(plan.node)
+        if not exact:
+            raise LrpcError(f"explain_targets needs the batch alone in dimension 0 of every activation, but node "
+                            f"{name!r} holds it in dimension {dim} merged with another size; call the explainer "
+                            "once per target")
         if plan.info.kind == "permute" and plan.info.args[0] % len(plan.info.args) != 0:
             raise LrpcError(f"explain_targets needs the batch in dimension 0 of every activation, but node "
                             f"{name!r} permutes it to {tuple(plan.info.args)}; call the explainer once per target")

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from . import kernels
 from .annotate import NodePlan
 from .errors import LrpcError
+from .ops import batch_layout
 from .splitting import split_add
 
 
@@ -49,6 +50,7 @@ class RelevancePass:
         self._constants: dict[tuple, list[str | None]] = {}
         self.relevance_of: dict[fx.Node, fx.Node] = {}
         self.maxpool_indices: dict[fx.Node, fx.Node] = {}
+        self.start_node: fx.Node | None = None   # one row per explained sample: sets the sample count of sums
 
     # ------------------------------------------------------------------------------------------------ helpers
     def call(self, fn, args, kwargs=None, name=None) -> fx.Node:
@@ -62,7 +64,10 @@ class RelevancePass:
                                 {"node": where, "what": f"the relevance message to {producer.name!r}"},
                                 name=f"finite_{message.name}")
         if total is None:
-            total = self.call(kernels.batch_sum, (message,), name=f"sum_{message.name}")
+            dim, exact = batch_layout(producer)
+            total = (self.call(kernels.batch_sum, (message,), name=f"sum_{message.name}") if exact else
+                     self.call(kernels.sample_sums, (message, self.start_node), {"dim": dim},
+                               name=f"sum_{message.name}"))
         self.inbox.setdefault(producer, []).append((message, total))
         self.edges.append((producer, consumer))
         self.edge_sums.append(total)
@@ -99,7 +104,8 @@ class RelevancePass:
                                             {"node": n.name, "what": "the forward activation"}, name=f"finite_{n.name}")
         logits = self.env[self.logits]
         resolved = self.call(kernels.resolve_target, (logits, target), name="explained_target")
-        start = self.call(kernels.start_relevance, (logits, resolved), {"mode": self.start}, name="start")
+        start = self.start_node = self.call(kernels.start_relevance, (logits, resolved), {"mode": self.start},
+                                            name="start")
         for n in nodes:
             if n in self.plans:
                 self.pairings[n.name] = Pairing(None, [])

@@ -72,6 +72,9 @@ def capture(model: nn.Module, example_input: torch.Tensor, output: OutputSelecto
                         f"({example_input.dtype}) while torch.export captured {type(model).__name__}"
                         f"{_user_line(exc)}: {type(exc).__name__}: {first_line}.{hint}") from exc
     gm = program.module()
+    placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
+    batch = placeholder.meta["val"].shape[0] if isinstance(placeholder.meta.get("val"), torch.Tensor) else None
+    gm.meta["lrpc_batch_symbol"] = batch.node.expr if isinstance(batch, torch.SymInt) else None
     # export's pytree calling convention and input guards: the Explainer checks inputs itself
     gm.graph._codegen = fx.graph.CodeGen()
     gm._forward_pre_hooks.clear()

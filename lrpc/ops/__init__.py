@@ -100,6 +100,20 @@ def _holds_tensors(node: fx.Node) -> bool:
     return isinstance(meta, (list, tuple)) and any(hasattr(m, "shape") for m in meta)
 
 
+def batch_layout(node: fx.Node) -> tuple[int, bool]:
+    """(dimension, exact) of the samples in ``node``'s output, read off export's symbolic shapes: (0, True) for
+    the usual [B, ...]; exact is False where the batch is merged with another size (Swin's windows: [B·nW, ...],
+    attention heads: [L, B·heads, d]), the batch taken as the outer factor of the merge."""
+    batch = node.graph.owning_module.meta.get("lrpc_batch_symbol") if node.graph.owning_module else None
+    value = node.meta.get("val")
+    if batch is None or not isinstance(value, torch.Tensor):
+        return 0, True
+    for dim, size in enumerate(value.shape):
+        if isinstance(size, torch.SymInt) and batch in size.node.expr.free_symbols:
+            return dim, dim == 0 and size.node.expr == batch
+    return 0, True
+
+
 def is_constant(v: Any) -> bool:
     return not isinstance(v, fx.Node) or not is_tensor(v) or not depends_on_input(v)
 
