@@ -169,6 +169,11 @@ def split_cat(r: torch.Tensor, *inputs: torch.Tensor, dim: int) -> tuple[torch.T
     return torch.split(r, [x.shape[dim] for x in inputs], dim)
 
 
+def pad_mask(x: torch.Tensor, *, pad: tuple[int, ...]) -> torch.Tensor:
+    """1 where ``F.pad(x, pad)`` holds a value of x, 0 where it holds padding (one sample, for broadcasting)."""
+    return F.pad(torch.ones_like(x[:1]), list(pad))
+
+
 def unpad(r: torch.Tensor, *, pad: tuple[int, ...]) -> torch.Tensor:
     return F.pad(r, [-p for p in pad])
 

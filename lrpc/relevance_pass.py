@@ -227,6 +227,12 @@ class RelevancePass:
             nonneg = self.plans[info.inputs[0]].nonneg
             consts = self.constants(n, rule, info.weight, info.bias, nonneg)
             kwargs = {"map": info.map, "args": info.args, "nonneg": nonneg, **rule.kernel_kwargs()}
+            source = self.plans[info.inputs[0]].info
+            if getattr(rule, "fallback", False) and source.kind == "pad":
+                # an even spread over a window must not hand relevance to the zeros an explicit pad added (the
+                # asymmetric remainder of TF "same" padding): they are cropped away, and it would be lost
+                kwargs["valid"] = self.call(kernels.pad_mask, (self.env[source.inputs[0]],), {"pad": source.args},
+                                            name=f"valid_{n.name}")
             out = self.env[n] if rule.reads_output else None
             message = self.call(rule.kernel, (ins[0], out, r, *consts), kwargs, name=tag)
             self.send(info.inputs[0], n, message)

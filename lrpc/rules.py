@@ -164,9 +164,10 @@ def _needed(mask: Tensor) -> bool:
     return torch.compiler.is_compiling() or bool(mask.any())
 
 
-def _orphan_relevance(m, args, nonneg, eps, stab, empty, a, w_pos, w_neg):
+def _orphan_relevance(m, args, nonneg, eps, stab, empty, a, w_pos, w_neg, valid=None):
     """The z⁺ fallback for outputs without positive evidence (``empty``: their relevance, zero elsewhere): their
-    relevance goes through their negative contributions, and where the window is all zero, evenly over it."""
+    relevance goes through their negative contributions, and where the window is all zero, evenly over it —
+    over its real inputs only when ``valid`` (1 on real positions, 0 on an explicit zero pad) is given."""
     negative = _sign_terms(m, a, nonneg, w_pos, w_neg)[1]
     out = None
     if negative:
@@ -177,8 +178,9 @@ def _orphan_relevance(m, args, nonneg, eps, stab, empty, a, w_pos, w_neg):
         if not _needed(empty != 0):
             return out
     ones = torch.ones_like(w_pos) if m.weighted else None
-    count = m.forward(torch.ones_like(a[:1]), ones, None, args)
-    spread = m.transpose(empty / count, _batch_like(a, empty.shape[0]), ones, args)
+    count = m.forward(torch.ones_like(a[:1]) if valid is None else valid, ones, None, args)
+    spread = m.transpose(divide(empty, count, "none", 0.0), _batch_like(a, empty.shape[0]), ones, args)
+    spread = spread if valid is None else spread * valid
     return spread if out is None else out + spread
 
 
@@ -202,7 +204,7 @@ def _sign_terms(m, a, nonneg, w_pos, w_neg):
 
 
 def alpha_beta_kernel(a, out, r, w_pos, w_neg, b_pos, b_neg, *, map, args, nonneg, alpha, beta, eps, stab,
-                      ones_input, fallback, eps_in_bias):
+                      ones_input, fallback, eps_in_bias, valid=None):
     m = LINEAR_MAPS[map]
     if ones_input:  # one all-ones sample stands for the batch: z is the same for every sample
         a, nonneg = torch.ones_like(a[:1]), True
@@ -215,7 +217,7 @@ def alpha_beta_kernel(a, out, r, w_pos, w_neg, b_pos, b_neg, *, map, args, nonne
         # negative contributions, and where the input window is all zero, evenly over the window
         empty = r * zero_pos
         if _needed(empty != 0):
-            relevance = relevance + _orphan_relevance(m, args, nonneg, eps, stab, empty, a, w_pos, w_neg)
+            relevance = relevance + _orphan_relevance(m, args, nonneg, eps, stab, empty, a, w_pos, w_neg, valid)
     if alpha != 1.0:
         relevance = alpha * relevance
     if beta != 0.0 and negative:
