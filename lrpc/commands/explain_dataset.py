@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     parser.add_argument("--compile", action="store_true", help="run the explainer through torch.compile")
     parser.add_argument("--input-size", type=int, metavar="S",
                         help="side of the square model input (default: the model's own, else 224)")
-    parser.add_argument("--resize", type=int, metavar="R", help="shorter side before the centre crop (default S*256/224)")
+    parser.add_argument("--resize", type=int, metavar="R",
+                        help="shorter image side before the centre crop (default S*256/224)")
     parser.add_argument("--normalize", choices=NORMALIZATIONS, default="model",
                         help="pixel normalisation: the model's declared mean/std (default), imagenet, or none")
     parser.add_argument("--device", metavar="DEVICE",

@@ -31,7 +31,7 @@ from ..debug.accounting import absorber, node_flows
 from ..errors import LrpcError
 from ..metrics.perturbation import PROTOCOLS, insertion_deletion, resolve_protocol
 from ..presets import PRESETS
-from .distributed import Ranks, join_ranks, pick_device
+from .distributed import join_ranks, pick_device
 from .job import JobFolder
 from .progress import JobProgress, format_summary, summarize
 from .store import DTYPES, StoreWriter, UnitMaps, create_store, open_store
