@@ -55,8 +55,9 @@ class Explanation:
     @property
     def absorbed(self) -> dict[str, torch.Tensor]:
         """Node → [B]: every sink of the explanation, so that ``relevance.sum() + Σ absorbed == start`` per sample.
-        Lists constants (always) and every node whose op takes more than rounding (1e-12 of |start|)."""
-        matrix, scale = self.absorbed_matrix, 1e-12 * self.start.abs().unsqueeze(1)
+        Lists constants (always) and every node whose op takes more than rounding (100 ulp of |start|)."""
+        matrix = self.absorbed_matrix
+        scale = 100 * torch.finfo(matrix.dtype).eps * self.start.abs().unsqueeze(1)
         sinks = (matrix.abs() > scale).any(0).tolist()
         plans = self.explainer.plans
         return {name: matrix[:, k] for k, name in enumerate(self.layer_names)

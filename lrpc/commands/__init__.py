@@ -27,6 +27,7 @@ from torch import nn
 from ..data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import LrpcError
 from ..models import ARCHITECTURES, load_weights
+from ..models.sources import SOURCES, load_source
 
 __all__ = ["ModelInput", "LoadedModel", "NAMED_MODELS", "add_model_arguments", "load_model", "model_input",
            "open_image", "prepare_output_dir"]
@@ -41,6 +42,7 @@ class ModelInput:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     class_names: Sequence[str] | None = None
+    resize: int | None = None   # short side before the centre crop; None: size · 256 / 224
 
 
 def model_input(size: int = 224, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
@@ -72,13 +74,15 @@ NAMED_MODELS: dict[str, str] = {
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="NAME|module:factory",
+    parser.add_argument("--model", required=True, metavar="NAME|SOURCE:NAME|module:factory",
                         help=f"a named model ({', '.join(NAMED_MODELS)}), an architecture of lrpc.models "
-                             "(resnet18, vgg16, ...; random weights unless --weights), or module:factory / "
-                             "path/to/file.py:factory calling a function that returns the nn.Module")
+                             "(resnet18, vgg16, ...), torchvision:NAME, timm:NAME, hf:DIR (a Hugging Face "
+                             "save_pretrained folder, loaded offline), or module:factory / "
+                             "path/to/file.py:factory calling a function that returns the nn.Module; random "
+                             "weights unless the folder or --weights holds them")
     parser.add_argument("--weights", metavar="FILE",
-                        help="state_dict (.pth via torch.load(weights_only=True), or .safetensors) to load "
-                             "strictly into the model")
+                        help="state_dict (.pth via torch.load(weights_only=True), or .safetensors, or a timm "
+                             "training checkpoint) to load strictly into the model")
 
 
 def _import_module(name: str):
@@ -118,8 +122,22 @@ def _factory(spec: str) -> Callable:
     return factory
 
 
+def _from_source(spec: str, weights) -> LoadedModel:
+    model, pre = load_source(spec)
+    if weights is not None:
+        load_weights(model, weights)
+    elif not spec.startswith("hf:"):
+        print(f"warning: no --weights given, {spec} has random weights", file=sys.stderr)
+    size = pre.size or 224
+    return LoadedModel(model, spec, ModelInput(size, pre.mean or IMAGENET_MEAN, pre.std or IMAGENET_STD,
+                                               pre.class_names, pre.resize))
+
+
 def load_model(spec: str, weights: str | os.PathLike | None = None) -> LoadedModel:
-    """Build the model ``spec`` names, load ``weights`` strictly, and put it in eval mode."""
+    """Build the model ``spec`` names, load ``weights`` strictly, and put it in eval mode. ``torchvision:``,
+    ``timm:`` and ``hf:`` specs bring their library's preprocessing (``lrpc.models.sources``)."""
+    if spec.partition(":")[0] in SOURCES:
+        return _from_source(spec, weights)
     factory = _factory(spec)
     try:
         model = factory()

@@ -167,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
     out = prepare_output_dir(args.output)
 
     size = args.input_size or loaded.input.size
-    resize = args.resize or round(size * 256 / 224)
+    resize = args.resize or (loaded.input.resize if size == loaded.input.size and loaded.input.resize
+                             else round(size * 256 / 224))
     if resize < size:
         raise LrpcError(f"--resize {resize} is smaller than the input size {size}")
     mean, std = input_normalization(args.normalize, loaded)
@@ -191,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
         probabilities = exp.logits.float().softmax(1).cpu()
         heat = exp.heatmap(quantize=args.quantize).cpu()
         errors = exp.conservation_error().cpu()
+        absorbed = {name: value.cpu() for name, value in exp.absorbed.items()}
         relevance, start, targets = exp.relevance.float().cpu(), exp.start.cpu(), exp.target.cpu()
         pixels = denormalize(x, mean, std).clamp(0, 1).permute(0, 2, 3, 1).numpy()
         for k, i in enumerate(batch):
@@ -209,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
                 "start_relevance": float(start[k]),
                 "input_relevance_sum": float(relevance[k].sum()),
                 "conservation_error": float(errors[k]),
+                "absorbed": {name: float(value[k]) for name, value in absorbed.items()},
                 **settings, "files": files,
             }
             (out / f"{names[i]}.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -20,10 +20,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise LrpcError("reading .safetensors needs the 'safetensors' package: pip install safetensors") from exc
         return load_file(str(path))
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    for key in ("state_dict_ema", "state_dict", "model"):   # training checkpoints (timm's, Lightning's) wrap it
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
     if not isinstance(state, dict):
         raise LrpcError(f"{path} does not hold a state_dict (found {type(state).__name__})")
+    if state and all(k.startswith("module.") for k in state):   # saved from DistributedDataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
     return state
 
 
