@@ -38,7 +38,7 @@ from torch.fx.experimental.optimization import fuse
 from tqdm import tqdm
 
 import lrpc
-from lrpc.baselines import explain_baseline
+from lrpc.baselines import CAM_METHODS, explain_baseline
 from lrpc.data import (GROUNDTRUTH_IMAGE_SIZE, ImageFolderDataset, balanced_sample, groundtruth_model, normalize,
                        split_scenes)
 from lrpc.metrics import (insertion_deletion, pointing_game, relevance_mass_accuracy, relevance_rank_accuracy,
@@ -66,10 +66,13 @@ def lrpc_method(preset: str, quantize: int | None) -> Method:
 
 
 def baseline_method(name: str) -> Method:
+    # Score-CAM and Ablation-CAM run the model once per channel of the layer: all of them in one batch here.
+    options = {"batch_size": 256} if name in ("scorecam", "ablationcam") else {}
+
     def explain(model, images, targets, masks):
-        options = {"masks": masks} if name == "oracle" else {}
         return torch.cat([explain_baseline(name, model, images[i:i + EXPLAIN_BATCH], targets[i:i + EXPLAIN_BATCH],
-                                           **{k: v[i:i + EXPLAIN_BATCH] for k, v in options.items()})
+                                           **options, **({"masks": masks[i:i + EXPLAIN_BATCH]} if name == "oracle"
+                                                         else {}))
                           for i in range(0, len(images), EXPLAIN_BATCH)])
     return Method(name, explain)
 
@@ -77,8 +80,8 @@ def baseline_method(name: str) -> Method:
 TABLE2_PRESETS = ("otsuki2024", "otsuki2024-i", "otsuki2024-ii", "otsuki2024-iii")
 METHODS = ([lrpc_method(p, q) for p in TABLE2_PRESETS for q in (None, 8)]
            + [lrpc_method(p, None) for p in ("default", "otsuki2024-mixture", "epsilon-plus")]
-           + [baseline_method(b) for b in ("gradcam", "scorecam", "integrated_gradients", "guided_backprop",
-                                           "deeplift", "lrp_epsilon", "random", "sobel", "oracle")])
+           + [baseline_method(b) for b in (*CAM_METHODS, "integrated_gradients", "guided_backprop", "deeplift",
+                                           "lrp_epsilon", "random", "sobel", "oracle")])
 
 PROTOCOLS = {
     "otsuki2024": resolve_protocol("otsuki2024"),

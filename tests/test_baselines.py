@@ -6,9 +6,10 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
-from lrpc.baselines import BASELINES, explain_baseline
+from lrpc.baselines import BASELINES, CAM_METHODS, explain_baseline
 from lrpc.data import groundtruth_architecture, groundtruth_model, normalize, split_scenes
 from lrpc.errors import LrpcError
 
@@ -27,6 +28,8 @@ def test_every_baseline_returns_a_finite_map_per_image(batch, name):
     options = {"masks": masks} if name == "oracle" else {}
     if name == "integrated_gradients":
         options["steps"] = 8
+    if name in ("scorecam", "ablationcam"):
+        options["batch_size"] = 256   # every channel of the layer in one forward pass
     maps = explain_baseline(name, model, images, labels, **options)
     assert maps.shape == (3, 64, 64)
     assert torch.isfinite(maps).all()
@@ -41,6 +44,93 @@ def test_gradcam_matches_captum_layer_gradcam(batch):
     coarse = LayerGradCam(model, model.layer4[-1]).attribute(images, target=labels, relu_attributions=True)
     reference = LayerAttribution.interpolate(coarse, (64, 64), interpolate_mode="bilinear")[:, 0]
     torch.testing.assert_close(ours, reference.detach(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    return model, torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1)), torch.tensor([3, 8])
+
+
+def test_cams_on_torchvision_resnet18_match_captums_layer_attributions(resnet18):
+    # Grad-CAM = ReLU(sum_k mean(dS/dA_k) A_k) (captum's LayerGradCam) and HiRes-CAM = ReLU(sum_k dS/dA_k * A_k)
+    # (captum's LayerGradientXActivation summed over channels), on a layer whose gradient is not uniform.
+    from captum.attr import LayerAttribution, LayerGradCam, LayerGradientXActivation
+
+    model, images, targets = resnet18
+    for name, reference in (("gradcam", LayerGradCam(model, model.layer3).attribute(images, target=targets,
+                                                                                     relu_attributions=True)),
+                            ("hirescam", LayerGradientXActivation(model, model.layer3).attribute(
+                                images, target=targets).sum(1, keepdim=True).clamp(min=0))):
+        ours = explain_baseline(name, model, images, targets, layer="layer3")
+        upsampled = LayerAttribution.interpolate(reference, (96, 96), interpolate_mode="bilinear")[:, 0]
+        torch.testing.assert_close(ours, upsampled.detach(), rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(explain_baseline("gradcam", model, images, targets, layer="layer3"),
+                              explain_baseline("hirescam", model, images, targets, layer="layer3"))
+
+
+@pytest.mark.parametrize("name", CAM_METHODS)
+def test_normalise_gives_pytorch_grad_cams_output_which_is_our_map_min_max_normalised(batch, name):
+    from pytorch_grad_cam import (AblationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM,
+                                  XGradCAM)
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, images, masks, labels = batch
+    images, labels = images[:1], labels[:1]
+    options = {"batch_size": 256} if name in ("scorecam", "ablationcam") else {}
+    ours = explain_baseline(name, model, images, labels, **options)
+    normalised = explain_baseline(name, model, images, labels, normalise=True, **options)
+    classes = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "scorecam": ScoreCAM, "xgradcam": XGradCAM,
+               "layercam": LayerCAM, "eigencam": EigenCAM, "hirescam": HiResCAM, "ablationcam": AblationCAM}
+    cam = classes[name](model=model, target_layers=[model.layer4[-1]])
+    if name == "scorecam":
+        cam.batch_size = 256
+    try:
+        library = torch.from_numpy(cam(images, targets=[ClassifierOutputTarget(int(c)) for c in labels]))
+    finally:
+        cam.activations_and_grads.release()
+    torch.testing.assert_close(normalised, library, rtol=0, atol=1e-6)
+    low = ours.flatten(1).min(1).values[:, None, None]
+    high = ours.flatten(1).max(1).values[:, None, None]
+    torch.testing.assert_close((ours - low) / (high - low + 1e-7), library, rtol=0, atol=1e-5)
+
+
+def test_cams_leave_the_model_as_they_found_it(batch):
+    model, images, masks, labels = batch
+    block = model.layer4[-1]
+    grads = [parameter.grad for parameter in model.parameters()]
+    with torch.no_grad():
+        before = model(images)
+    explain_baseline("gradcam", model, images, labels)   # pytorch-grad-cam runs model.zero_grad() and backward()
+    explain_baseline("ablationcam", model, images[:1], labels[:1], batch_size=256)  # swaps the layer out and back
+    assert all(parameter.grad is grad for parameter, grad in zip(model.parameters(), grads))
+    assert model.layer4[-1] is block and not model.training
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), before)
+
+
+class SharedConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(F.relu(self.conv(x))).mean((2, 3)))
+
+
+def test_cam_option_errors_are_named(batch, monkeypatch):
+    model, images, masks, labels = batch
+    with pytest.raises(LrpcError, match="ran 2 times"):
+        explain_baseline("gradcam", SharedConv().eval(), torch.randn(1, 3, 8, 8), 0, layer="conv")
+    with pytest.raises(LrpcError, match="not a submodule"):
+        explain_baseline("gradcam", model, images, labels, layer="layer9")
+    with pytest.raises(ValueError, match="batch_size= applies to"):
+        explain_baseline("gradcam", model, images, labels, batch_size=8)
+    monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)
+    with pytest.raises(LrpcError, match="pip install grad-cam"):
+        explain_baseline("gradcam", model, images, labels)
 
 
 def test_integrated_gradients_is_complete_from_the_zero_input(batch):
@@ -103,8 +193,8 @@ def test_oracle_is_the_mask(batch):
 
 def test_unknown_baseline_and_bad_targets_are_named(batch):
     model, images, masks, labels = batch
-    with pytest.raises(LrpcError, match="unknown baseline 'gradcam\\+\\+'"):
-        explain_baseline("gradcam++", model, images)
+    with pytest.raises(LrpcError, match="unknown baseline 'fullgrad'"):
+        explain_baseline("fullgrad", model, images)
     with pytest.raises(ValueError, match="targets must be"):
         explain_baseline("gradcam", model, images, torch.tensor([0, 1]))
 

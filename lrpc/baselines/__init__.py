@@ -1,6 +1,7 @@
 """Baseline explanation methods behind one call, all returning channel-summed maps [B, H, W]."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
@@ -8,14 +9,13 @@ from torch import nn
 
 from ..errors import LrpcError
 from .calibration import oracle_map, random_map, sobel_map
-from .cam import grad_cam, last_conv_block, score_cam
+from .cam import CAM_METHODS, class_activation_map, last_conv_block
 from .captum_methods import captum_graph, deeplift, guided_backprop, integrated_gradients, lrp_epsilon
 
-__all__ = ["BASELINES", "CALIBRATION_MAPS", "captum_graph", "explain_baseline", "last_conv_block"]
+__all__ = ["BASELINES", "CALIBRATION_MAPS", "CAM_METHODS", "captum_graph", "explain_baseline", "last_conv_block"]
 
 _METHODS: dict[str, Callable[..., torch.Tensor]] = {
-    "gradcam": grad_cam,
-    "scorecam": score_cam,
+    **{name: partial(class_activation_map, name) for name in CAM_METHODS},
     "integrated_gradients": integrated_gradients,
     "guided_backprop": guided_backprop,
     "deeplift": deeplift,
@@ -30,10 +30,11 @@ def explain_baseline(name: str, model: nn.Module, images: torch.Tensor,
     """Map [B, H, W] of baseline ``name`` for ``images`` [B, C, H, W] (normalised model inputs).
 
     ``targets``: the class to explain per image (an int for all; None: the predicted class). Options by
-    method: ``layer=`` (gradcam, scorecam; a module or its name, default the last conv block),
-    ``batch_size=`` (scorecam), ``steps=`` / ``internal_batch_size=`` (integrated_gradients),
-    ``epsilon=`` (lrp_epsilon), ``channels='sum'|'first'`` (captum methods), ``seed=`` (random),
-    ``masks=`` (oracle, required).
+    method: ``layer=`` (the CAMs; a module or its name, default the last conv block), ``normalise=`` (the CAMs;
+    True: pytorch-grad-cam's per-image min-max normalised output, False: the unnormalised map, see
+    ``lrpc.baselines.cam``), ``batch_size=`` (scorecam, ablationcam), ``steps=`` / ``internal_batch_size=``
+    (integrated_gradients), ``epsilon=`` (lrp_epsilon), ``channels='sum'|'first'`` (captum methods), ``seed=``
+    (random), ``masks=`` (oracle, required).
     """
     if name not in BASELINES:
         raise LrpcError(f"unknown baseline {name!r}; available: {list(BASELINES)}")
