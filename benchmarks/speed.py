@@ -494,6 +494,8 @@ def main(argv: list[str] | None = None) -> None:
                         "tensor cores")
     parser.add_argument("--compile-mode", default=None, help="torch.compile mode for the compiled rows, e.g. "
                         "reduce-overhead (CUDA graphs) or max-autotune (default: inductor with freezing)")
+    parser.add_argument("--no-compile-time", action="store_true", help="skip the lrpc.compile timing (a fresh "
+                        "process per model, four compiles per preset)")
     parser.add_argument("--memory-batch", type=int, default=None,
                         help="batch size whose rows get memory measured (default: the largest; 0 = none)")
     parser.add_argument("--targets", type=int, default=5, help="K for the multi-target timing: one image, K "
@@ -584,7 +586,7 @@ def main(argv: list[str] | None = None) -> None:
                         r.call_mb, r.peak_rss_mb = mem["call_mb"], mem["peak_rss_mb"]
                 rows += [r for r in part if group == "eager" or r.method not in BASELINES]
                 save()
-    for arch in models:
+    for arch in models if not args.no_compile_time else ():
         compile_s[arch] = compile_times(arch, args.threads)
     if args.targets > 1:
         for arch in models:

@@ -155,7 +155,7 @@ def test_speed_benchmark_device_and_dtype_options_on_the_cpu(tmp_path):
     """One lrpc row of ResNet-18 at batch 1 with --device cpu --dtype float32: the same code path as a
     --device cuda run, but for the synchronisation and the GPU memory counters."""
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--models", "resnet18",
-                             "--batches", "1", "--repeats", "1", "--no-compile", "--targets", "1", "--memory-batch",
+                             "--batches", "1", "--repeats", "1", "--no-compile", "--no-compile-time", "--targets", "1", "--memory-batch",
                              "0", "--methods", "lrpc default", "--device", "cpu", "--dtype", "float32",
                              "--json", str(tmp_path / "speed.json")], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
