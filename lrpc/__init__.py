@@ -4,6 +4,7 @@
     exp = explainer(x)            # exp.relevance, exp.heatmap(quantize=8), exp.layer_sums, exp.start
 """
 from . import models, rules
+from .captum import LRPC
 from .compiler import compile
 from .errors import LrpcError
 from .presets import IMAGENET_HIGH, IMAGENET_LOW, LayerContext, Rules, preset, presets
@@ -12,7 +13,7 @@ from .runtime import Explainer, Explanation
 from .splitting import Splitting
 
 __all__ = ["compile", "preset", "presets", "Rules", "Splitting", "LayerContext", "Explainer", "Explanation",
-           "LrpcError", "heat_quantize", "models", "rules", "IMAGENET_LOW", "IMAGENET_HIGH"]
+           "LrpcError", "heat_quantize", "models", "rules", "IMAGENET_LOW", "IMAGENET_HIGH", "LRPC"]
 __version__ = "0.1.0"
 
 
