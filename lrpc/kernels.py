@@ -33,7 +33,7 @@ def check_start(mode: str, logits_shape: tuple[int, ...]) -> None:
     if mode == "softmax" and (len(logits_shape) == 1 or logits_shape[1] == 1):
         raise LrpcError(f"the model returns one score per sample {list(logits_shape)}, whose softmax is always 1; "
                         "compile with start='score' (explain the raw score) or start='sigmoid' (explain the "
-                        "probability sigmoid(score) of a binary classifier)")
+                        "probability sigmoid(score) of a binary classifier); lrpc explain: --start score")
 
 
 def start_relevance(logits: torch.Tensor, target: torch.Tensor, *, mode: str) -> torch.Tensor:

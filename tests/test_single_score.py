@@ -1,13 +1,22 @@
 """Single-score heads ([B] or [B, 1]: regression, binary classification) are explained as the score: from the
 raw score (start="score") or the sigmoid probability (start="sigmoid"), checked against the dense reference
 written from the equations (tests/reference.py) and for conservation."""
+import json
+import textwrap
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 from torch.testing import assert_close
 
 import lrpc
 from lrpc import LrpcError
+from lrpc.cli import main
+from lrpc.commands import load_model, open_image
+from lrpc.data import IMAGENET_MEAN, IMAGENET_STD
+from lrpc.data.folder import preprocess_image
 from lrpc.rules import Epsilon, Zero
 
 from reference import dense, lrp_dense
@@ -92,3 +101,32 @@ def test_sigmoid_start_on_a_multi_class_head_is_the_target_probability_of_a_mult
     x = torch.randn(2, 6, dtype=torch.float64)
     exp = lrpc.compile(model, "default", example_input=x[:1], start="sigmoid")(x, 2)
     assert_close(exp.start, torch.sigmoid(model(x)[:, 2]))
+
+
+SCORER = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+    def scorer():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(4, 1))
+""")
+
+
+def test_lrpc_explain_a_single_score_model_from_its_sigmoid(tmp_path, capsys):
+    (tmp_path / "nets.py").write_text(SCORER)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    factory = f"{tmp_path / 'nets.py'}:scorer"
+    common = ["explain", str(tmp_path / "p.png"), "--model", factory, "--input-size", "8", "--resize", "8", "-q"]
+    assert main([*common, "-o", str(tmp_path / "refused")]) == 1   # the default preset starts from a softmax
+    assert "--start score" in capsys.readouterr().err
+    assert main([*common, "--start", "sigmoid", "-o", str(tmp_path / "out")]) == 0
+    x = preprocess_image(open_image(tmp_path / "p.png"), 8, 8, IMAGENET_MEAN, IMAGENET_STD)
+    with torch.no_grad():
+        probability = float(torch.sigmoid(load_model(factory, None).model.eval()(x[None]))[0, 0])
+    summary = json.loads((tmp_path / "out" / "p.json").read_text())
+    assert summary["start"] == "sigmoid" and summary["predicted_class"] == summary["target_class"] == 0
+    assert summary["probability"] == pytest.approx(probability, rel=1e-6)
+    assert summary["start_relevance"] == pytest.approx(probability, rel=1e-6)
+    assert summary["input_relevance_sum"] == pytest.approx(probability, rel=1e-5)   # `default` conserves

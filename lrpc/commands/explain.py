@@ -23,7 +23,7 @@ from ..data.folder import IMAGE_EXTENSIONS, preprocess_image
 from ..data.normalization import IMAGENET_MEAN, IMAGENET_STD, denormalize
 from ..errors import LrpcError
 from ..imagenet_classes import IMAGENET_CLASSES, imagenet_class_index
-from ..presets import PRESETS, preset
+from ..presets import PRESETS, START_MODES, preset
 from . import LoadedModel, add_model_arguments, load_model, open_image, prepare_output_dir
 
 NORMALIZATIONS = ("model", "imagenet", "none")
@@ -39,6 +39,8 @@ def register(subparsers) -> None:
     add_model_arguments(parser)
     parser.add_argument("--rules", default="default", choices=list(PRESETS), metavar="PRESET",
                         help=f"rule preset (default: default); one of {', '.join(PRESETS)}")
+    parser.add_argument("--start", choices=START_MODES, help="where relevance starts (default: the preset's); a "
+                        "single-score model ([B] or [B, 1] output) takes score or sigmoid")
     parser.add_argument("--target", default="pred", metavar="CLASS|pred",
                         help="class to explain: 'pred' (the predicted class, default), an index, or a class name")
     parser.add_argument("--quantize", type=int, metavar="Q",
@@ -173,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         raise LrpcError(f"--resize {resize} is smaller than the input size {size}")
     mean, std = input_normalization(args.normalize, loaded)
     rules = preset_for_input(args.rules, mean, std)
+    rules = rules if args.start is None else rules.replace(start=args.start)
     explainer = compile_explainer(loaded.model.to(device), rules, example_input=torch.zeros(1, 3, size, size,
                                                                                           device=device))
     class_names = loaded.input.class_names
@@ -183,13 +186,16 @@ def run(args: argparse.Namespace) -> int:
     names = output_names(images)
     batches = [list(range(start, min(start + args.batch_size, len(images))))
                for start in range(0, len(images), args.batch_size)]
-    settings = {"model": args.model, "weights": args.weights, "rules": args.rules, "input_size": size,
+    settings = {"model": args.model, "weights": args.weights, "rules": args.rules, "start": rules.start,
+                "input_size": size,
                 "resize": resize, "normalization": {"mean": list(mean), "std": list(std)},
                 "quantize": args.quantize}
     for batch in _progress(batches, args.quiet):
         x = torch.stack([preprocess_image(open_image(images[i]), resize, size, mean, std) for i in batch])
         exp = explainer(x.to(device), target)
-        probabilities = exp.logits.float().softmax(1).cpu()
+        scores = exp.logits.float().reshape(len(batch), -1)
+        # a single score's probability is its sigmoid: a binary classifier's positive class
+        probabilities = (scores.softmax(1) if scores.shape[1] > 1 else scores.sigmoid()).cpu()
         heat = exp.heatmap(quantize=args.quantize).cpu()
         errors = exp.conservation_error().cpu()
         absorbed = {name: value.cpu() for name, value in exp.absorbed.items()}
