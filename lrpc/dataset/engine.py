@@ -27,7 +27,7 @@ from ..commands import LoadedModel, ModelInput, load_model, open_image
 from ..commands.explain import NORMALIZATIONS, input_normalization, preset_for_input
 from ..compiler import compile as compile_explainer
 from ..data.folder import preprocess_image
-from ..debug.accounting import absorber, node_flows
+from ..debug.accounting import absorber
 from ..errors import LrpcError
 from ..metrics.perturbation import PROTOCOLS, insertion_deletion, resolve_protocol
 from ..presets import PRESETS
@@ -254,7 +254,11 @@ class _UnitExplainer:
         self.metric_spec = [((kind if score == self.protocol.scores[0] else f"{score}_{kind}"), kind, score)
                             for score in self.protocol.scores for kind in self.metrics] if self.metrics else []
         self.metric_columns = [column for column, _, _ in self.metric_spec]
-        self.absorbers = [name for name, plan_ in explainer.plans.items() if absorber(plan_)]
+        # Nodes that take relevance out of the flow by design (biases, stabilisers, constant inputs): the
+        # 'absorbed' column exists exactly for rule sets that have them, so every unit's part has one schema.
+        plans = explainer.plans
+        self.absorbers = [k for k, name in enumerate(explainer.layer_names)
+                          if absorber(plans[name]) or plans[name].info.kind == "inert"]
         self.schema = table_schema(self.metric_columns, bool(self.absorbers))
         if self.target.isdigit() and int(self.target) >= explainer.num_classes:
             raise LrpcError(f"target {self.target} out of range for {explainer.num_classes} classes")
@@ -302,8 +306,7 @@ class _UnitExplainer:
                   "start": exp.start, "relevance_sum": exp.relevance.sum((1, 2, 3)),
                   "conservation_error": exp.conservation_error()}
         if self.absorbers:
-            flows = node_flows(exp)
-            values["absorbed"] = -sum(flows[name].delta for name in self.absorbers)
+            values["absorbed"] = exp.absorbed_matrix[:, self.absorbers].sum(1)
         if self.metric_spec:
             result = insertion_deletion(self.model, x, heat, protocol=self.protocol, labels=labels,
                                         targets=exp.target, mean=self.mean, std=self.std, sample_ids=indices)
