@@ -57,10 +57,12 @@ def batch_sum(r: torch.Tensor) -> torch.Tensor:
     return r.sum(tuple(range(1, r.dim()))) if r.dim() > 1 else r
 
 
-def sample_sums(r: torch.Tensor, rows: torch.Tensor, *, dim: int) -> torch.Tensor:
-    """Per-sample totals of a tensor whose samples sit in dimension ``dim``, merged with another size as its
-    outer factor ([B·nW, ...]); ``rows`` is any tensor with one row per sample."""
-    return r.movedim(dim, 0).reshape(rows.shape[0], -1).sum(1)
+def sample_sums(r: torch.Tensor, rows: torch.Tensor, *, dim: int, inner: int) -> torch.Tensor:
+    """Per-sample totals of a tensor whose samples sit in dimension ``dim`` laid out as [outer, B, inner]
+    flattened ([B·nW, ...]: outer 1; [L·B, E]: inner 1); ``rows`` is any tensor with one row per sample."""
+    batch = rows.shape[0]
+    r = r.movedim(dim, 0)
+    return r.reshape(-1, batch, inner, *r.shape[1:]).transpose(0, 1).reshape(batch, -1).sum(1)
 
 
 def reshape_back(r: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

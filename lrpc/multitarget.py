@@ -26,8 +26,8 @@ def repeat_batch(t: torch.Tensor, repeats: int) -> torch.Tensor:
 def check_batch_major(plans) -> None:
     """Refuse a graph whose relevance path moves the batch away from dimension 0."""
     for name, plan in plans.items():
-        dim, exact = batch_layout(plan.node)
-        if not exact:
+        dim, inner = batch_layout(plan.node)
+        if inner is not None or dim != 0:
             raise LrpcError(f"explain_targets needs the batch alone in dimension 0 of every activation, but node "
                             f"{name!r} holds it in dimension {dim} merged with another size; call the explainer "
                             "once per target")

@@ -64,10 +64,10 @@ class RelevancePass:
                                 {"node": where, "what": f"the relevance message to {producer.name!r}"},
                                 name=f"finite_{message.name}")
         if total is None:
-            dim, exact = batch_layout(producer)
-            total = (self.call(kernels.batch_sum, (message,), name=f"sum_{message.name}") if exact else
-                     self.call(kernels.sample_sums, (message, self.start_node), {"dim": dim},
-                               name=f"sum_{message.name}"))
+            dim, inner = batch_layout(producer)
+            total = (self.call(kernels.batch_sum, (message,), name=f"sum_{message.name}") if inner is None and
+                     dim == 0 else self.call(kernels.sample_sums, (message, self.start_node),
+                                             {"dim": dim, "inner": inner or 1}, name=f"sum_{message.name}"))
         self.inbox.setdefault(producer, []).append((message, total))
         self.edges.append((producer, consumer))
         self.edge_sums.append(total)

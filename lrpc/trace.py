@@ -60,9 +60,8 @@ def capture(model: nn.Module, example_input: torch.Tensor, output: OutputSelecto
     check_eval_mode(model)
     example = _export_example(example_input)
     dynamic = ({0: torch.export.Dim.AUTO},)
-    try:
-        with torch.no_grad():
-            program = torch.export.export(model, (example,), dynamic_shapes=dynamic, strict=False)
+    try:   # with autograd on: under no_grad, nn.MultiheadAttention and TransformerEncoderLayer take fused fast paths
+        program = torch.export.export(model, (example,), dynamic_shapes=dynamic, strict=False)
     except Exception as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         hint = (" Python control flow on tensor values (`if x.sum() > 0:`) cannot be captured as one graph; "

@@ -100,18 +100,21 @@ def _holds_tensors(node: fx.Node) -> bool:
     return isinstance(meta, (list, tuple)) and any(hasattr(m, "shape") for m in meta)
 
 
-def batch_layout(node: fx.Node) -> tuple[int, bool]:
-    """(dimension, exact) of the samples in ``node``'s output, read off export's symbolic shapes: (0, True) for
-    the usual [B, ...]; exact is False where the batch is merged with another size (Swin's windows: [B·nW, ...],
-    attention heads: [L, B·heads, d]), the batch taken as the outer factor of the merge."""
+def batch_layout(node: fx.Node) -> tuple[int, int | None]:
+    """(dimension, inner) of the samples in ``node``'s output, read off export's symbolic shapes. ``inner`` is
+    None for the usual [B, ...] (the dimension is the batch alone); where the batch is merged with other sizes
+    (Swin's windows [B·nW, ...], attention's [L·B, E]) the dimension is [outer, B, inner] flattened, and
+    ``inner`` is measured by ``canonicalize.measure_batch_layouts``."""
     batch = node.graph.owning_module.meta.get("lrpc_batch_symbol") if node.graph.owning_module else None
     value = node.meta.get("val")
     if batch is None or not isinstance(value, torch.Tensor):
-        return 0, True
+        return 0, None
     for dim, size in enumerate(value.shape):
         if isinstance(size, torch.SymInt) and batch in size.node.expr.free_symbols:
-            return dim, dim == 0 and size.node.expr == batch
-    return 0, True
+            if size.node.expr == batch:
+                return dim, None
+            return dim, node.meta.get("lrpc_batch_inner", 1)
+    return 0, None
 
 
 def is_constant(v: Any) -> bool:
