@@ -10,7 +10,7 @@ Columns: ``index``, ``path`` (relative to the dataset root), ``label`` (null wit
 (relevance placed at the output), ``relevance_sum`` (input relevance total), ``absorbed`` (relevance taken up
 by biases and stabilisers; only for rule sets that have them), ``conservation_error``, one column per
 requested metric, ``error`` (null, or why the image could not be explained: its map rows are NaN), ``rank``
-(the process that explained it) and ``seconds`` (its share of its unit's wall time).
+(the process that explained it) and ``seconds`` (its share of the time its unit took to explain and score).
 """
 from __future__ import annotations
 
