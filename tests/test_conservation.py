@@ -87,6 +87,7 @@ def test_model_is_not_modified_and_calls_are_deterministic():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert flags == {n: getattr(m, "inplace", None) for n, m in model.named_modules()}
     assert not model.training
-    # the generated module shares the user's modules instead of copying them
+    # the generated module shares the user's parameters and buffers instead of copying them
     shared = lrpc.compile(model, rules="default", example_input=torch.randn(1, 3, 32, 32))
-    assert shared.module.get_submodule("layer1.0.conv2") is model.layer1[0].conv2
+    assert shared.module.get_parameter("layer1.0.conv2.weight") is model.layer1[0].conv2.weight
+    assert shared.module.get_buffer("layer1.0.bn2.running_var") is model.layer1[0].bn2.running_var
