@@ -230,9 +230,12 @@ def test_bad_folders_and_settings_are_refused(tmp_path):
     assert main(["explain-dataset", str(tmp_path / "nowhere"), "-o", str(tmp_path / "job"), *CLI_COMMON]) == 1
 
 
-def test_float16_store_scales_each_map(reference, dataset, tmp_path):
+def test_float16_store_scales_each_map(reference, dataset, tmp_path, compiled):
     job = tmp_path / "half"
-    lrpc.explain_dataset(dataset, job, relevance=True, dtype="float16", **COMMON)
+    model, _ = compiled  # an nn.Module works as well as a spec (the same weights give the same maps)
+    with pytest.raises(lrpc.LrpcError, match="weights"):
+        lrpc.explain_dataset(dataset, job, **{**COMMON, "model": model, "weights": "model.pth"})
+    lrpc.explain_dataset(dataset, job, relevance=True, dtype="float16", input_size=SIZE, **{**COMMON, "model": model})
     group = zarr.open_group(str(job / "maps.zarr"), mode="r")
     assert group["heatmap"].dtype == np.float16 and group["relevance"].dtype == np.float16
     exact = heatmaps(reference)
