@@ -36,8 +36,8 @@ HF_MODELS = {
     "resnet": _hf("ResNetConfig", 32, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1]),
     "regnet": _hf("RegNetConfig", 32, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], groups_width=8),
     "mobilenet_v2": _hf("MobileNetV2Config", 32, depth_multiplier=0.35),
-    "efficientnet": _hf("EfficientNetConfig", 32, width_coefficient=0.1, depth_coefficient=0.1, image_size=32,
-                        hidden_dim=64),
+    "efficientnet": _hf("EfficientNetConfig", 32, width_coefficient=0.25, depth_coefficient=0.1, image_size=32,
+                        hidden_dim=320),
     "mobilevit": _hf("MobileViTConfig", 32, image_size=32, hidden_sizes=[16, 24, 32],
                      neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64], num_attention_heads=2),
 }
