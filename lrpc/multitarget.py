@@ -28,9 +28,9 @@ def check_batch_major(plans) -> None:
     for name, plan in plans.items():
         dim, inner = batch_layout(plan.node)
         if inner is not None or dim != 0:
-            raise LrpcError(f"explain_targets needs the batch alone in dimension 0 of every activation, but node "
-                            f"{name!r} holds it in dimension {dim} merged with another size; call the explainer "
-                            "once per target")
+            raise LrpcError(f"explain_targets needs the batch in dimension 0 of every activation, alone, but "
+                            f"node {name!r} holds it in dimension {dim}{' merged with another size' if inner else ''}"
+                            "; call the explainer once per target")
         if plan.info.kind == "permute" and plan.info.args[0] % len(plan.info.args) != 0:
             raise LrpcError(f"explain_targets needs the batch in dimension 0 of every activation, but node "
                             f"{name!r} permutes it to {tuple(plan.info.args)}; call the explainer once per target")
