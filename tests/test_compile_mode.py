@@ -65,6 +65,7 @@ def test_compiled_equals_eager():
     _assert_same(compiled(x, target), eager(x, target))
 
 
+@pytest.mark.slow   # a benchmark run / a ResNet through inductor: minutes on 2 cores; `make test-slow`
 def test_compiled_fallback_equals_eager_where_it_matters():
     """An image with a blank patch and a stem channel with only negative weights and a positive bias give z+
     orphans of both kinds (all-zero windows, outputs with only negative evidence): the fallback changes the

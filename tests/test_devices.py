@@ -151,6 +151,7 @@ def test_explain_on_an_unusable_device_fails_clearly(device, words, photo_and_ne
     assert words in message and "Traceback" not in message
 
 
+@pytest.mark.slow   # a benchmark run / a ResNet through inductor: minutes on 2 cores; `make test-slow`
 def test_speed_benchmark_device_and_dtype_options_on_the_cpu(tmp_path):
     """One lrpc row of ResNet-18 at batch 1 with --device cpu --dtype float32: the same code path as a
     --device cuda run, but for the synchronisation and the GPU memory counters."""
