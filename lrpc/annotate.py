@@ -7,15 +7,18 @@ against the layer it lands on (e.g. z^B needs weights; the 2x2 max-pool stand-in
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import operator
+from dataclasses import dataclass, replace
 
+import torch
 import torch.fx as fx
 
 from .canonicalize import module_of
 from .errors import LrpcError
 from .kernels import check_start
 from .linear_maps import LINEAR_MAPS
-from .ops import Context, OpInfo, Unsupported, describe_target, op_info, shape
+from .ops import Context, OpInfo, Unsupported, describe_target, op_info, packet, shape
+from .ops.attention import is_softmax_output
 from .presets import LayerContext, Rules
 from .rules import Pass, Rule
 from .splitting import AddKind, Splitting, classify_add
@@ -36,6 +39,7 @@ class NodePlan:
     splitting: Splitting | None = None
     add_kind: AddKind | None = None
     layer: LayerContext | None = None
+    transform: str | None = None   # the rule set's relevance for a non-linear op (``transformer_op``)
 
 
 def _audit_line(node: fx.Node, gm: fx.GraphModule, reason: str) -> str:
@@ -66,6 +70,12 @@ def annotate(gm: fx.GraphModule, rules: Rules) -> tuple[dict[fx.Node, NodePlan],
             infos[n] = op_info(n, ctx)
         except Unsupported as exc:
             infos[n] = exc
+    transforms: dict[fx.Node, str] = {}
+    for n, info in infos.items():
+        if isinstance(info, OpInfo):
+            infos[n], transform = transformer_op(info, rules)
+            if transform is not None:
+                transforms[n] = transform
 
     live: set[fx.Node] = {logits}
     for n in reversed(nodes):
@@ -90,13 +100,13 @@ def annotate(gm: fx.GraphModule, rules: Rules) -> tuple[dict[fx.Node, NodePlan],
             continue
         info = infos[n]
         path, type_name = module_of(n, gm)
-        plan = NodePlan(n, info, path, type_name)
+        plan = NodePlan(n, info, path, type_name, transform=transforms.get(n))
         plan.nonneg = info.nonneg == "always" or (info.nonneg == "inputs" and bool(info.inputs)
                                                    and all(plans[i].nonneg for i in info.inputs if i in plans))
         if info.kind == "linear":
             n.meta["lrpc_weighted"] = LINEAR_MAPS[info.map].weighted
             plan.layer = LayerContext(n.name, path, type_name, info.map, weighted_index.get(n, -1), len(weighted),
-                                      adds_before)
+                                      adds_before, is_attention_projection(n, infos))
             plan.rule = rules.rule_for(plan.layer)
             _check_rule(plan, gm)
         elif info.kind == "maxpool":
@@ -109,6 +119,64 @@ def annotate(gm: fx.GraphModule, rules: Rules) -> tuple[dict[fx.Node, NodePlan],
             adds_before += 1
         plans[n] = plan
     return plans, logits
+
+
+def transformer_op(info: OpInfo, rules: Rules) -> tuple[OpInfo, str | None]:
+    """The rule set's choice for the non-linear ops of transformers (DESIGN.md §9): op handlers say what an op
+    is, this picks its relevance. Returns the (possibly rewired) op and the kernel tag ``relevance_pass`` emits."""
+    extra = info.extra
+    if info.kind == "pass":
+        if "layernorm" in extra and rules.layernorm == "frozen_std":
+            return info, "layernorm_frozen_std"
+        if "constant_add" in extra and rules.constant_add == "proportional":
+            return info, "constant_add"
+        if "softmax_dim" in extra and rules.attention == "attnlrp":
+            return info, "softmax"
+    elif rules.attention == "attnlrp":
+        if info.kind == "attention":   # relevance also reaches the queries and keys, through the softmax
+            query, key, value, _ = extra["operands"]
+            return replace(info, inputs=(query, key, value)), "attnlrp"
+        if info.kind == "frozen_matmul" and is_softmax_output(extra["operands"][extra["frozen"]]):
+            return OpInfo("matmul_product", tuple(extra["operands"])), None
+    return info, None
+
+
+# ops that carry attention's q, k, v or output between the projection and the attention op unchanged in value
+_SCALINGS = {torch.ops.aten.mul, torch.ops.aten.div, torch.ops.aten.clone, torch.ops.aten.contiguous,
+             torch.ops.aten.dropout, torch.ops.aten.alias, torch.ops.aten._to_copy}
+_CARRIERS = ("reshape", "permute", "move", "cat", "stack")
+_ATTENTION_KINDS = ("attention", "frozen_matmul", "matmul_product")
+
+
+def is_attention_projection(node: fx.Node, infos: dict) -> bool:
+    """Whether a linear map makes attention's q, k or v or reads its output, through reshapes, transposes,
+    splits and constant scalings only: LXT's γ passes those by (``nn.MultiheadAttention`` never runs them as
+    modules), and a compiler decides it from the graph, for every spelling alike."""
+    def carrier(n: fx.Node) -> bool:
+        info = infos.get(n)
+        return isinstance(info, OpInfo) and (info.kind in _CARRIERS or (
+            info.kind == "pass" and not info.extra.get("layernorm") and packet(n) in _SCALINGS))
+
+    def is_attention(n: fx.Node) -> bool:
+        info = infos.get(n)
+        return isinstance(info, OpInfo) and (info.kind in _ATTENTION_KINDS or "softmax_dim" in info.extra)
+
+    stack, seen = list(node.users), set()
+    while stack:   # forward: into an attention op
+        n = stack.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if is_attention(n):
+            return True
+        if carrier(n) or n.op == "call_function" and n.target is operator.getitem:
+            stack.extend(n.users)
+    n = node.all_input_nodes[0] if node.all_input_nodes else None
+    while n is not None:   # backward: out of an attention op
+        if is_attention(n):
+            return True
+        n = n.all_input_nodes[0] if carrier(n) and n.all_input_nodes else None
+    return False
 
 
 def _check_rule(plan: NodePlan, gm: fx.GraphModule) -> None:

@@ -16,6 +16,9 @@ from .rules import AlphaBeta, Epsilon, Flat, Gamma, Pass, Rule, ZBox, Zero, ZPlu
 from .splitting import Splitting
 
 MAXPOOL_MODES = ("winner", "proportional", "avg2x2")
+LAYERNORM_MODES = ("pass", "frozen_std")
+ATTENTION_MODES = ("frozen", "attnlrp")
+CONSTANT_ADD_MODES = ("signal", "proportional")
 START_MODES = ("one", "logit", "softmax", "score", "sigmoid")   # score: a single-score head's logit
 IMAGENET_LOW = (-2.1179, -2.0357, -1.8044)
 IMAGENET_HIGH = (2.2489, 2.4286, 2.6400)
@@ -32,6 +35,7 @@ class LayerContext:
     index: int              # among weighted layers (conv/linear), graph order; -1 for pools
     num_weighted: int
     adds_before: int        # residual adds that precede the layer in graph order
+    attention_projection: bool = False   # a linear map making attention's q, k or v, or reading its output
 
 
 Selector = Union[type, str, Callable[[LayerContext], bool]]
@@ -62,6 +66,9 @@ class Rules:
     maxpool_epsilon: float = 1e-5   # stabiliser of the avg2x2 stand-in (the authors' value)
     splitting: Splitting = Splitting()
     batchnorm: str = "pass"
+    layernorm: str = "pass"          # "pass" (statistics constant, relevance unchanged) or "frozen_std" (LXT)
+    attention: str = "frozen"        # "frozen" (relevance through the values only) or "attnlrp"
+    constant_add: str = "signal"     # x + constant: "signal" (all to x) or "proportional" (the constant absorbs)
     start: str = "softmax"
     description: str = ""
 
@@ -81,6 +88,10 @@ class Rules:
             raise LrpcError(f"unknown start mode {self.start!r}; choose one of {START_MODES}")
         if self.batchnorm not in ("pass", "fold"):
             raise LrpcError(f"batchnorm must be 'pass' or 'fold', got {self.batchnorm!r}")
+        for name, allowed in (("layernorm", LAYERNORM_MODES), ("attention", ATTENTION_MODES),
+                              ("constant_add", CONSTANT_ADD_MODES)):
+            if getattr(self, name) not in allowed:
+                raise LrpcError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
     def rule_for(self, ctx: LayerContext) -> Rule:
         for selector, rule in self.layers:
@@ -183,11 +194,38 @@ def montavon_vgg16(low: Any = IMAGENET_LOW, high: Any = IMAGENET_HIGH) -> Rules:
                              "start from the target logit")
 
 
+def _transformer(attention: str, conv_gamma: float | None, linear_gamma: float | None, description: str) -> Rules:
+    # LRP-0 with the bias in the denominator is what LXT's gradient × input computes on a linear map; zennit's γ
+    # (stabiliser 1e-6·sign) reaches only modules whose forward runs: not nn.MultiheadAttention's projections
+    layers: list[tuple[Selector, Rule]] = []
+    if conv_gamma is not None:
+        layers.append((lambda c: c.map == "conv", Gamma(conv_gamma, epsilon=1e-6)))
+    if linear_gamma is not None:
+        layers.append((lambda c: c.map == "linear" and not c.attention_projection, Gamma(linear_gamma, epsilon=1e-6)))
+    return Rules(conv=Zero(), linear=Zero(), pool=Zero(), layers=tuple(layers), maxpool="winner",
+                 splitting=Splitting("proportional", True), layernorm="frozen_std", attention=attention,
+                 constant_add="proportional", start="logit", description=description)
+
+
+def cp_lrp(conv_gamma: float | None = None, linear_gamma: float | None = None) -> Rules:
+    return _transformer("frozen", conv_gamma, linear_gamma,
+                        "CP-LRP as LXT 2.1's ViT map (Ali et al. 2022): attention weights frozen, LayerNorm with σ "
+                        "frozen, identity through activations, LRP-0 with biases absorbing, proportional residual "
+                        "adds, the cls token and positional embedding absorbing their shares, start = target logit; "
+                        "conv_gamma / linear_gamma: zennit's γ on convs / linears outside attention")
+
+
+def attnlrp(conv_gamma: float | None = None, linear_gamma: float | None = None) -> Rules:
+    return _transformer("attnlrp", conv_gamma, linear_gamma,
+                        "AttnLRP (Achtibat et al. 2024): as cp-lrp outside attention; inside, the softmax rule "
+                        "R_x = x(R - s·ΣR) and the z-rule shared half-and-half on q·kᵀ and A·V")
+
+
 PRESETS: dict[str, Callable[..., Rules]] = {
     "otsuki2024": otsuki2024, "otsuki2024-i": otsuki2024_i, "otsuki2024-ii": otsuki2024_ii,
     "otsuki2024-iii": otsuki2024_iii, "otsuki2024-mixture": otsuki2024_mixture, "default": default,
     "epsilon-plus": epsilon_plus, "epsilon-plus-flat": epsilon_plus_flat, "epsilon-gamma-box": epsilon_gamma_box,
-    "montavon-vgg16": montavon_vgg16,
+    "montavon-vgg16": montavon_vgg16, "cp-lrp": cp_lrp, "attnlrp": attnlrp,
 }
 RULES_FIELDS = {f.name for f in dataclasses.fields(Rules)}
 

@@ -20,7 +20,7 @@ import torch
 import torch.fx as fx
 import torch.nn.functional as F
 
-from . import kernels
+from . import kernels, transformer_rules
 from .annotate import NodePlan
 from .errors import LrpcError
 from .ops import batch_layout
@@ -188,7 +188,9 @@ class RelevancePass:
         ins = [self.env[i] for i in info.inputs]
         kind = info.kind
         tag = f"rel_{n.name}"
-        if kind in ("pass", "batchnorm"):
+        if plan.transform is not None:
+            self.emit_transformer_op(plan, r, ins)
+        elif kind in ("pass", "batchnorm"):
             self.send(info.inputs[0], n, r, total)
         elif kind == "gate":
             message = r if plan.info.inputs and self._same_shape(info.inputs[0], n) else \
@@ -266,3 +268,29 @@ class RelevancePass:
             return
         else:  # annotate admits no other kind onto the relevance path
             raise AssertionError(f"relevance pass reached node {n.name} of kind {kind}")
+
+    def emit_transformer_op(self, plan: NodePlan, r: fx.Node, ins: list[fx.Node]) -> None:
+        """The rule set's relevance for a non-linear op (``annotate.transformer_op``; DESIGN.md §9)."""
+        n, info, transform = plan.node, plan.info, plan.transform
+        tag = f"rel_{n.name}"
+        if transform == "attnlrp":
+            q, k, v, mask = (None if o is None else self.env[o] for o in info.extra["operands"])
+            parts = self.call(transformer_rules.attnlrp_attention, (r, q, k, v, mask, self.env[n]),
+                              {"is_causal": info.extra["is_causal"], "scale": info.extra["scale"]}, name=tag)
+            for k, producer in enumerate(info.inputs):
+                self.send(producer, n, self.call(operator.getitem, (parts, k), name=f"{tag}_{k}"))
+            return
+        if transform == "layernorm_frozen_std":
+            norm = info.extra["layernorm"]
+            weight = None if norm["weight"] is None else self.env[norm["weight"]]
+            message = self.call(transformer_rules.layernorm_frozen_std, (r, ins[0], self.env[n], weight),
+                                {"normalized_shape": norm["normalized_shape"], "eps": norm["eps"]}, name=tag)
+        elif transform == "constant_add":
+            message = self.call(transformer_rules.constant_add_share, (r, ins[0], self.env[n]),
+                                {"coefficient": info.extra["constant_add"]}, name=tag)
+        elif transform == "softmax":
+            message = self.call(transformer_rules.softmax_relevance, (r, ins[0], self.env[n]),
+                                {"dim": info.extra["softmax_dim"]}, name=tag)
+        else:
+            raise AssertionError(f"unknown transformer op {transform!r} at node {n.name}")
+        self.send(info.inputs[0], n, message)

@@ -36,7 +36,7 @@ def test_selector_by_module_type():
 def test_presets_are_listed_and_built():
     names = lrpc.presets()
     assert {"otsuki2024", "otsuki2024-i", "otsuki2024-ii", "otsuki2024-iii", "otsuki2024-mixture", "default",
-            "epsilon-plus", "epsilon-plus-flat", "epsilon-gamma-box", "montavon-vgg16"} == set(names)
+            "epsilon-plus", "epsilon-plus-flat", "epsilon-gamma-box", "montavon-vgg16", "cp-lrp", "attnlrp"} == set(names)
     for name in names:
         kwargs = {"low": -1.0, "high": 1.0} if name == "epsilon-gamma-box" else {}
         rules = lrpc.preset(name, **kwargs)

@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import torch
 
-from . import Context, OpInfo, Unsupported, is_constant, params, shape
-from .elementwise import is_gate
+import torch.fx as fx
+
+from . import Context, OpInfo, Unsupported, is_constant, packet, params, shape
+from .elementwise import GATE_CARRIERS, is_gate
 
 aten = torch.ops.aten
 
 
+def is_softmax_output(node) -> bool:
+    """A softmax's values (possibly reshaped or transposed): attention weights."""
+    while isinstance(node, fx.Node) and packet(node) in GATE_CARRIERS:
+        node = node.args[0]
+    return isinstance(node, fx.Node) and packet(node) in (aten.softmax, aten._softmax)
+
+
 def softmax(node, ctx: Context) -> OpInfo:
-    # reached only when softmax's output itself is explained (probabilities out of a classifier); as an
-    # attention weight it is frozen and receives nothing
-    return OpInfo("pass", (node.args[0],), nonneg="always")
+    # as an attention weight it is frozen and receives nothing (matmul and scaled_dot_product_attention freeze
+    # it), unless the rule set is AttnLRP, whose softmax rule ``extra['softmax_dim']`` enables
+    return OpInfo("pass", (node.args[0],), nonneg="always", extra={"softmax_dim": node.args[1]})
 
 
 def matmul(node, ctx: Context) -> OpInfo:

@@ -55,8 +55,10 @@ def add(node, ctx: Context) -> OpInfo:
         raise Unsupported("torch.add with alpha != 1 on a signal")
     if is_constant(a) and is_constant(b):
         return OpInfo("inert")
-    if is_constant(a) or is_constant(b):  # a bias-like constant: relevance stays with the signal
-        return OpInfo("pass", (b if is_constant(a) else a,))
+    if is_constant(a) or is_constant(b):  # a bias-like constant: relevance stays with the signal (default rules)
+        alpha = params(node).get("alpha", 1)
+        signal, coefficient = (b, alpha) if is_constant(a) else (a, 1)
+        return OpInfo("pass", (signal,), extra={"constant_add": coefficient})
     return OpInfo("add", (a, b), nonneg="inputs")
 
 
@@ -68,9 +70,9 @@ def _broadcast_statistic(a, b, node) -> bool:
 def sub(node, ctx: Context) -> OpInfo:
     a, b = _operands(node)
     if is_constant(b):  # x - mean: a shift, like a bias; relevance stays with x
-        return OpInfo("pass", (a,))
+        return OpInfo("pass", (a,), extra={"constant_add": 1})
     if is_constant(a):  # c - x: a reflected signal; each output still has one contribution
-        return OpInfo("pass", (b,))
+        return OpInfo("pass", (b,), extra={"constant_add": -params(node).get("alpha", 1)})
     if _broadcast_statistic(a, b, node):
         return OpInfo("pass", (a,))
     raise Unsupported("a difference of two full signals (only `signal - constant` and `signal - statistic`)")

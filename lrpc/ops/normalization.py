@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from . import Context, OpInfo
+from . import Context, OpInfo, params
 
 aten = torch.ops.aten
 
@@ -18,8 +18,16 @@ def frozen_statistics(node, ctx: Context) -> OpInfo:
     return OpInfo("pass", (node.args[0],))
 
 
+def layer_norm(node, ctx: Context) -> OpInfo:
+    """A pass under the default rules; ``extra['layernorm']`` lets ``Rules.layernorm='frozen_std'`` apply
+    LXT's rule (σ constant, the mean still subtracted)."""
+    p = params(node)
+    return OpInfo("pass", (p["input"],), extra={"layernorm": {
+        "weight": p.get("weight"), "normalized_shape": tuple(p["normalized_shape"]), "eps": float(p.get("eps", 1e-5))}})
+
+
 TABLE = {
     aten.batch_norm: batchnorm,
-    aten.layer_norm: frozen_statistics, aten.group_norm: frozen_statistics, aten.rms_norm: frozen_statistics,
+    aten.layer_norm: layer_norm, aten.group_norm: frozen_statistics, aten.rms_norm: frozen_statistics,
     aten.instance_norm: frozen_statistics,
 }

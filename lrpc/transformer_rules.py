@@ -1,0 +1,70 @@
+"""Relevance kernels for the non-linear ops of transformers under the ``cp-lrp`` and ``attnlrp`` rule sets
+(DESIGN.md §9). Each is the gradient × input form LXT computes, written as a relevance op:
+
+- LayerNorm with σ frozen: y = (x − μ)/σ · w + β, so with g = w ⊙ R/(σ·y), R_x = x ⊙ (g − mean(g)); β absorbs.
+- ``x + c`` with c a constant (a positional embedding): the z-rule of the add, R_x = x ⊙ R / y; c absorbs the rest.
+- softmax (AttnLRP): R_x = x ⊙ (R − s·ΣR); the difference to ΣR is absorbed by the softmax.
+- scaled dot-product attention (AttnLRP): O = softmax(q kᵀ·scale + mask) V computed as its pieces: the z-rule on
+  A V shared half-and-half, the softmax rule, then the z-rule on q kᵀ shared half-and-half. An explicit
+  ``q @ k.transpose`` → ``softmax`` → ``@ v`` spelling runs the same rules op by op, so both give the same maps.
+
+Divisions follow LRP-0: r / y with 0/0 := 0.
+"""
+from __future__ import annotations
+
+import torch
+
+from .stabilizers import divide
+
+
+def _ratio(r: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return divide(r, y, "none", 0.0)
+
+
+def layernorm_frozen_std(r, x, out, weight, *, normalized_shape, eps):
+    """LayerNorm with its standard deviation a constant (biased variance, σ = √(var + eps), as in LXT)."""
+    dims = tuple(range(-len(normalized_shape), 0))
+    std = (x.var(dims, correction=0, keepdim=True) + eps).sqrt()
+    g = _ratio(r, out) / std
+    if weight is not None:
+        g = g * weight
+    return x * (g - g.mean(dims, keepdim=True))
+
+
+def constant_add_share(r, x, out, *, coefficient):
+    """y = coefficient·x + c with c constant: x's proportional share coefficient·x·R/y (summed back where x was
+    broadcast); the constant keeps the rest."""
+    share = coefficient * x * _ratio(r, out)
+    return share if share.shape == x.shape else share.sum_to_size(x.shape)
+
+
+def softmax_relevance(r, x, s, *, dim):
+    """AttnLRP's softmax rule R_x = x ⊙ (R − s·ΣR). A masked logit (−inf, s = 0) receives nothing."""
+    rel = x * (r - s * r.sum(dim, keepdim=True))
+    return torch.where(torch.isfinite(x), rel, torch.zeros_like(rel))
+
+
+def attention_weights(q, k, mask, *, is_causal: bool, scale):
+    """(softmax(q kᵀ·scale + mask), q kᵀ·scale) of ``scaled_dot_product_attention``."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    scores = (q @ k.transpose(-1, -2)) * scale
+    logits = scores
+    if is_causal:
+        keep = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+        logits = logits.masked_fill(~keep, float("-inf"))
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
+    return logits.softmax(-1), scale
+
+
+def attnlrp_attention(r, q, k, v, mask, out, *, is_causal: bool, scale):
+    """(R_q, R_k, R_v) of O = softmax(q kᵀ·scale + mask) V under AttnLRP; an additive mask absorbs its share."""
+    a, scale = attention_weights(q, k, mask, is_causal=is_causal, scale=scale)
+    g_out = 0.5 * _ratio(r, out)                       # the z-rule on A V, half to each factor
+    r_v = v * (a.transpose(-1, -2) @ g_out).sum_to_size(v.shape)
+    r_a = a * (g_out @ v.transpose(-1, -2))
+    g_logits = r_a - a * r_a.sum(-1, keepdim=True)     # softmax rule, divided by its input: R_x / x
+    g_scores = 0.5 * scale * g_logits                  # the z-rule on q kᵀ, half to each factor
+    r_q = q * (g_scores @ k).sum_to_size(q.shape)
+    r_k = k * (g_scores.transpose(-1, -2) @ q).sum_to_size(k.shape)
+    return r_q, r_k, r_v
