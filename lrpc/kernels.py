@@ -105,7 +105,7 @@ def index_back(r: torch.Tensor, x: torch.Tensor, *indices: torch.Tensor, present
     """A gather may read a value several times: all its readers' relevance returns to it (accumulated)."""
     it = iter(indices)
     full = [next(it) if here else None for here in present]
-    return torch.zeros_like(x).index_put_(full, r, accumulate=True)
+    return aten.index_put(torch.zeros_like(x), full, r, True)   # the ATen op takes None for unindexed dims
 
 
 def roll_back(r: torch.Tensor, x: torch.Tensor, *, shifts: tuple[int, ...], dims: tuple[int, ...]) -> torch.Tensor:
