@@ -50,7 +50,7 @@ def test_gradcam_matches_captum_layer_gradcam(batch):
 def resnet18():
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10).eval()
-    return model, torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1)), torch.tensor([3, 8])
+    return model, torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)), torch.tensor([3, 8])
 
 
 def test_cams_on_torchvision_resnet18_match_captums_layer_attributions(resnet18):
@@ -59,15 +59,16 @@ def test_cams_on_torchvision_resnet18_match_captums_layer_attributions(resnet18)
     from captum.attr import LayerAttribution, LayerGradCam, LayerGradientXActivation
 
     model, images, targets = resnet18
-    for name, reference in (("gradcam", LayerGradCam(model, model.layer3).attribute(images, target=targets,
-                                                                                     relu_attributions=True)),
-                            ("hirescam", LayerGradientXActivation(model, model.layer3).attribute(
-                                images, target=targets).sum(1, keepdim=True).clamp(min=0))):
-        ours = explain_baseline(name, model, images, targets, layer="layer3")
-        upsampled = LayerAttribution.interpolate(reference, (96, 96), interpolate_mode="bilinear")[:, 0]
-        torch.testing.assert_close(ours, upsampled.detach(), rtol=1e-4, atol=1e-6)
-    assert not torch.allclose(explain_baseline("gradcam", model, images, targets, layer="layer3"),
-                              explain_baseline("hirescam", model, images, targets, layer="layer3"))
+    references = {"gradcam": LayerGradCam(model, model.layer3).attribute(images, target=targets,
+                                                                          relu_attributions=True),
+                  "hirescam": LayerGradientXActivation(model, model.layer3).attribute(
+                      images, target=targets).sum(1, keepdim=True).clamp(min=0)}
+    maps = {}
+    for name, reference in references.items():
+        maps[name] = explain_baseline(name, model, images, targets, layer="layer3")
+        upsampled = LayerAttribution.interpolate(reference, images.shape[-2:], interpolate_mode="bilinear")[:, 0]
+        torch.testing.assert_close(maps[name], upsampled.detach(), rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(maps["gradcam"], maps["hirescam"])
 
 
 @pytest.mark.parametrize("name", CAM_METHODS)
