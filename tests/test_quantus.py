@@ -185,3 +185,22 @@ def test_bad_arguments_are_named(scenes):
         explain_func(model, images[:1].numpy(), labels[:1].numpy(), rule=RULES)
     with pytest.raises(LrpcError, match="channels must be"):
         explain_func(model, images[:1].numpy(), labels[:1].numpy(), channels="mean")
+
+
+def test_the_cache_keeps_the_last_models_and_clear_cache_forgets_them(monkeypatch):
+    from lrpc.quantus import CACHE_SIZE, clear_cache
+
+    compiles = []
+    compile_ = lrpc.compiler.compile
+    monkeypatch.setattr(lrpc.compiler, "compile", lambda *a, **k: compiles.append(1) or compile_(*a, **k))
+    x, y = np.zeros((1, 3, 6, 6), np.float32), np.array([0])
+    models = [TinyNet().eval() for _ in range(CACHE_SIZE + 1)]
+    for model in models:
+        explain_func(model, x, y)
+    explain_func(models[-1], x, y)   # still kept
+    assert len(compiles) == CACHE_SIZE + 1
+    explain_func(models[0], x, y)    # the oldest was dropped
+    assert len(compiles) == CACHE_SIZE + 2
+    clear_cache()
+    explain_func(models[0], x, y)
+    assert len(compiles) == CACHE_SIZE + 3
