@@ -7,7 +7,6 @@ against the layer it lands on (e.g. z^B needs weights; the 2x2 max-pool stand-in
 """
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, replace
 
 import torch
@@ -169,7 +168,7 @@ def is_attention_projection(node: fx.Node, infos: dict) -> bool:
         seen.add(n)
         if is_attention(n):
             return True
-        if carrier(n) or n.op == "call_function" and n.target is operator.getitem:
+        if carrier(n) or (n.op == "call_function" and shape(n) is None):   # a split's list of parts, getitem
             stack.extend(n.users)
     n = node.all_input_nodes[0] if node.all_input_nodes else None
     while n is not None:   # backward: out of an attention op

@@ -94,3 +94,27 @@ def split(mode: str, r, h_main, h_skip, identity_silent: bool, eps: float = 0.0)
         s = torch.where(z == 0, 0.0, r / _sign_stab(z, eps)) if eps else torch.where(z == 0, 0.0, r / torch.where(z == 0, 1.0, z))
         return h_main * s, h_skip * s
     raise ValueError(mode)
+
+
+# ------------------------------------------------------------------------- transformer ops (DESIGN.md §9)
+def layernorm_dense(x, weight, bias, r, eps):
+    """One token [n] of LayerNorm with σ frozen: the affine map x ↦ (x − mean(x))/σ · w + β as a dense matrix,
+    then LRP-0 with β in the denominator."""
+    std = (x.var(correction=0) + eps).sqrt()
+    W = dense(lambda e: (e - e.mean(-1, keepdim=True)) / std * weight, x.shape)
+    return lrp_dense("zero", W, bias, x, r)
+
+
+def softmax_dense(x, r):
+    """AttnLRP's softmax rule from its definition, R_x = x ⊙ Jᵀ (R / s) (the first-order Taylor terms at x),
+    with the Jacobian J [n, n] of one row."""
+    s = x.softmax(0)
+    J = torch.autograd.functional.jacobian(lambda t: t.softmax(0), x)
+    return x * (J.T @ (r / s))
+
+
+def bilinear_dense(a, b, r):
+    """O = A B [m, k] x [k, n]: the z-rule over the m·k·n contributions a_ik b_kj, then half to each factor."""
+    c = a[:, :, None] * b[None, :, :]                 # [m, k, n]
+    share = 0.5 * c * (r / c.sum(1))[:, None, :]
+    return share.sum(2), share.sum(0)

@@ -19,7 +19,8 @@ aten = torch.ops.aten
 GATES = {aten.sigmoid, aten.hardsigmoid, aten.softmax, aten._softmax}
 # ops that move a gate's values without changing them, so their output is still a gate
 GATE_CARRIERS = {aten.view, aten.reshape, aten.expand, aten.unsqueeze, aten.squeeze, aten.permute, aten.transpose,
-                 aten.flatten, aten.unflatten, aten._unsafe_view, aten.dropout, aten.clone, aten.contiguous}
+                 aten.flatten, aten.unflatten, aten._unsafe_view, aten.dropout, aten.clone, aten.contiguous,
+                 aten._to_copy, aten.to}   # a dtype cast: Hugging Face's eager attention takes a float32 softmax
 
 
 def is_gate(node) -> bool:
