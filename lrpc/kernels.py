@@ -135,11 +135,16 @@ def _z_share(r: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 
 def frozen_matmul(r, a, b, out, *, frozen: int) -> torch.Tensor:
-    """O = A B with one factor frozen (an attention matrix): the z-rule of the linear map on the other factor."""
+    """O = A B with one factor frozen (an attention matrix, ≥ 0): the z-rule of the linear map on the other
+    factor. An output whose contributions are all zero sends its relevance in proportion to the frozen weights
+    alone (as z⁺'s fallback spreads over a window), so nothing is lost."""
     s = _z_share(r, out)
+    orphans = torch.where(out.abs() < torch.finfo(out.dtype).tiny, r, torch.zeros_like(r))
     if frozen == 0:
-        return b * (a.transpose(-1, -2) @ s).sum_to_size(b.shape)
-    return a * (s @ b.transpose(-1, -2)).sum_to_size(a.shape)
+        spread = a.transpose(-1, -2) @ divide(orphans, a.sum(-1, keepdim=True), "none", 0.0)
+        return (b * (a.transpose(-1, -2) @ s) + spread).sum_to_size(b.shape)
+    spread = divide(orphans, b.sum(-2, keepdim=True), "none", 0.0) @ b.transpose(-1, -2)
+    return (a * (s @ b.transpose(-1, -2)) + spread).sum_to_size(a.shape)
 
 
 def matmul_product(r, a, b, out) -> tuple[torch.Tensor, torch.Tensor]:

@@ -110,7 +110,8 @@ def _batch_like(x: Tensor, batch: int) -> Tensor:
 
 def _divide_own(r: Tensor, z: Tensor, stab: str, eps: float, zero: Tensor | None) -> Tensor:
     """``divide(r, z, stab, eps)`` for a z the kernel owns, computed in z's storage outside autograd (one pass
-    instead of up to six); ``zero`` is the mask z == 0, None where no z is zero."""
+    instead of up to six); ``zero`` is the mask of z numerically zero (|z| below the smallest normal number, where r / z
+    would overflow), None where no z is."""
     if stab == "positive":   # z > 0 everywhere: nothing to stabilise or guard
         return torch.div(r, z, out=z) if in_place() and z.shape == r.shape else r / z
     if not in_place() or stab not in ("add", "none"):
@@ -143,9 +144,10 @@ def _contribution_part(m, args, r, terms, bias, eps, stab, *, nonneg_z=False, ze
             stab = "none"   # no shift at all is LRP-0, 0/0 := 0 (as ``divide`` has it)
         if zero_mask or stab == "none":
             if nonneg_z and not torch.compiler.is_compiling():
-                zero = (z == 0) if z.numel() and bool(z.min() == 0) else None  # z >= 0: one reduction tells
+                tiny = torch.finfo(z.dtype).tiny   # below the smallest normal number r / z overflows: zero
+                zero = (z < tiny) if z.numel() and bool(z.min() < tiny) else None  # z >= 0: one reduction tells
             else:
-                zero = z == 0
+                zero = z.abs() < torch.finfo(z.dtype).tiny
                 zero = zero if _needed(zero) else None
     if nonneg_z and stab == "sign":
         stab = "add"  # sign(z) = +1 on z >= 0: the same value without the where

@@ -3,7 +3,7 @@
 - ``sign``: z + eps·sign(z), sign(0) = +1 (zennit's convention)
 - ``add``: z + eps regardless of sign (the Otsuki et al. code)
 - ``rms``: z + eps·RMS(z) + 1e-9, RMS over all but the batch dimension (Montavon's VGG-16 epsilon)
-- ``none``: z itself, with 0/0 defined as 0 (LRP-0)
+- ``none``: z itself, with 0/0 defined as 0 (LRP-0); a denormal z counts as 0 (r / z would overflow)
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def divide(r: torch.Tensor, z: torch.Tensor, mode: str, eps: float) -> torch.Ten
     if mode == "rms":
         dims = tuple(range(1, z.dim()))
         return r / (z + eps * z.square().mean(dims, keepdim=True).sqrt() + 1e-9)
-    if mode == "none":
-        return torch.where(z == 0, torch.zeros_like(z), r / torch.where(z == 0, torch.ones_like(z), z))
+    if mode == "none":   # |z| below the smallest normal number counts as 0: r / z would overflow to inf
+        zero = z.abs() < torch.finfo(z.dtype).tiny
+        return torch.where(zero, torch.zeros_like(z), r / torch.where(zero, torch.ones_like(z), z))
     raise ValueError(f"unknown stabiliser mode {mode!r}; choose one of {MODES}")

@@ -117,3 +117,18 @@ def test_normalisations_pass_relevance_through_with_their_statistics_frozen():
     exp = explainer(torch.randn(2, 3, 8, 8, dtype=torch.double))
     assert explainer.plans["body_layer_norm"].info.kind == "pass"
     torch.testing.assert_close(exp.relevances["stem"], exp.relevances["body_group_norm"])
+
+
+def test_denormal_and_all_zero_contributions_lose_no_relevance_in_float32():
+    """Random float32 models underflow (a gate of 1e-43, a value projection of zeros): a denominator below the
+    smallest normal number counts as zero, and zero-contribution outputs spread by the frozen weights."""
+    class Tiny(nn.Module):
+        def forward(self, h, reference):
+            tokens = (h * 1e-40).flatten(2).transpose(1, 2)          # denormal activations
+            weights = (tokens @ tokens.transpose(1, 2)).softmax(-1)
+            return weights @ (tokens * 0.0) + tokens                 # attention over all-zero values
+
+    model = Net(Tiny()).eval()
+    exp = lrpc.compile(model, "default", example_input=torch.zeros(1, 3, 8, 8))(torch.randn(2, 3, 8, 8))
+    assert torch.isfinite(exp.relevance).all()
+    assert float(exp.conservation_error().max()) < 1e-4
