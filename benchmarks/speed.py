@@ -54,6 +54,26 @@ SIZE = 224
 PRESETS = ("otsuki2024", "default", "epsilon-plus-flat")   # the last one has zennit's EpsilonPlusFlat rules
 COMPILED_PRESETS = ("otsuki2024", "default")
 GOAL_PRESETS = ("otsuki2024", "default")
+TRANSFORMER_PRESETS = ("default", "cp-lrp", "attnlrp")   # eager and compiled on the transformers
+
+
+def _vit_s_16() -> nn.Module:
+    # torchvision's VisionTransformer class (nn.MultiheadAttention, the spelling LXT's ViT map patches) at ViT-S/16
+    return torchvision.models.VisionTransformer(image_size=SIZE, patch_size=16, num_layers=12, num_heads=6,
+                                                hidden_dim=384, mlp_dim=1536, num_classes=CLASSES)
+
+
+def _swin_t() -> nn.Module:
+    # timm's Swin-T: torchvision's swin_t fails lrpc's canonical-graph check (the export front end's follow-up)
+    import timm
+    return timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=CLASSES)
+
+
+TRANSFORMERS = {"vit_s_16": _vit_s_16, "swin_t": _swin_t}
+
+
+def _preset_applies(preset: str, presets_for_cnns: tuple[str, ...]) -> Callable[[str], bool]:
+    return lambda arch: preset in (TRANSFORMER_PRESETS if arch in TRANSFORMERS else presets_for_cnns)
 
 
 # ------------------------------------------------------------------------------------------------ methods
@@ -137,11 +157,14 @@ BASELINES = ("forward", "input-gradient")
 
 def methods(compiled: bool) -> list[Method]:
     out = [Method("forward", _forward), Method("input-gradient", _input_gradient)]
-    out += [Method(f"lrpc {p}", _lrpc(p)) for p in PRESETS]
+    every = dict.fromkeys((*PRESETS, *TRANSFORMER_PRESETS))
+    out += [Method(f"lrpc {p}", _lrpc(p), applies=_preset_applies(p, PRESETS)) for p in every]
     if compiled:
-        out += [Method(f"lrpc {p} compiled", _lrpc(p, compiled=True), group="compiled") for p in COMPILED_PRESETS]
+        out += [Method(f"lrpc {p} compiled", _lrpc(p, compiled=True), group="compiled",
+                       applies=_preset_applies(p, COMPILED_PRESETS))
+                for p in dict.fromkeys((*COMPILED_PRESETS, *TRANSFORMER_PRESETS))]
     if _installed("zennit"):
-        out.append(Method("zennit EpsilonPlusFlat", _zennit))
+        out.append(Method("zennit EpsilonPlusFlat", _zennit, applies=lambda arch: arch not in TRANSFORMERS))
     if _installed("captum"):   # captum's LRP has no rule for residual adds: VGG only
         out.append(Method("captum LRP", _captum, applies=lambda arch: arch.startswith("vgg")))
     return out
@@ -176,7 +199,8 @@ def compile_options() -> dict:
 
 def make_model(arch: str) -> nn.Module:
     torch.manual_seed(0)
-    model = torchvision.models.get_model(arch, weights=None, num_classes=CLASSES)
+    model = TRANSFORMERS[arch]() if arch in TRANSFORMERS else torchvision.models.get_model(arch, weights=None,
+                                                                                             num_classes=CLASSES)
     return model.eval().requires_grad_(False).to(memory_format=MEMORY_FORMAT)
 
 
@@ -476,7 +500,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="ResNet-50 and VGG-16 at batch 8, 3 rounds, "
                         "no torch.compile")
-    parser.add_argument("--models", default=None, help="comma-separated (default resnet18,resnet50,vgg16)")
+    parser.add_argument("--models", default=None, help="comma-separated (default resnet18,resnet50,vgg16; "
+                        "also vit_s_16, swin_t)")
     parser.add_argument("--batches", default=None, help="comma-separated (default 1,8,32)")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per method (default 5)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
