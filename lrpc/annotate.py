@@ -153,12 +153,12 @@ def is_attention_projection(node: fx.Node, infos: dict) -> bool:
     modules), and a compiler decides it from the graph, for every spelling alike."""
     def carrier(n: fx.Node) -> bool:
         info = infos.get(n)
-        return isinstance(info, OpInfo) and (info.kind in _CARRIERS or (
-            info.kind == "pass" and not info.extra.get("layernorm") and packet(n) in _SCALINGS))
+        return isinstance(info, OpInfo) and (info.kind in _CARRIERS or (info.kind == "pass" and
+                                                                          packet(n) in _SCALINGS))
 
     def is_attention(n: fx.Node) -> bool:
         info = infos.get(n)
-        return isinstance(info, OpInfo) and (info.kind in _ATTENTION_KINDS or "softmax_dim" in info.extra)
+        return isinstance(info, OpInfo) and info.kind in _ATTENTION_KINDS
 
     stack, seen = list(node.users), set()
     while stack:   # forward: into an attention op
