@@ -152,17 +152,29 @@ def fold_zero_padding(gm: fx.GraphModule) -> None:
     graph.lint()
 
 
+def batchnorm_parts(node: fx.Node) -> dict | None:
+    """The arguments of an eval-mode BatchNorm by name, in either of export's spellings: ``aten.batch_norm``, or
+    item 0 of ``aten._native_batch_norm_legit_no_training`` (after a functionalising decomposition)."""
+    if packet(node) is aten.batch_norm:
+        return params(node)
+    if packet(node) is operator.getitem and node.args[1] == 0 and \
+            packet(node.args[0]) is aten._native_batch_norm_legit_no_training:
+        return params(node.args[0])
+    return None
+
+
 def fold_batchnorm(gm: fx.GraphModule) -> None:
     """Merge eval-mode BatchNorm into the conv/linear that feeds only it (zennit's canonizer, as a graph pass)."""
     graph = gm.graph
     for bn_node in list(graph.nodes):
-        if packet(bn_node) is not aten.batch_norm:
+        bp = batchnorm_parts(bn_node)
+        if bp is None:
             continue
-        layer_node = bn_node.args[0]
+        layer_node = bp["input"]
         if not isinstance(layer_node, fx.Node) or len(layer_node.users) != 1 or packet(layer_node) not in (
                 aten.conv1d, aten.conv2d, aten.conv3d, aten.linear):
             continue
-        lp, bp = params(layer_node), params(bn_node)
+        lp = params(layer_node)
         if any(not (isinstance(v, fx.Node) and v.op == "get_attr") for v in (lp["weight"], bp["running_mean"],
                                                                                bp["running_var"])):
             continue  # batch statistics even in eval, or a computed weight: not a fixed affine map
@@ -190,6 +202,8 @@ def fold_batchnorm(gm: fx.GraphModule) -> None:
         layer_node.meta["lrpc_folded"] = module_path(bn_node)[0] or bn_node.name
         bn_node.replace_all_uses_with(layer_node)
         graph.erase_node(bn_node)
+        if packet(bn_node) is operator.getitem and not bn_node.args[0].users:
+            graph.erase_node(bn_node.args[0])
     graph.eliminate_dead_code()
     graph.lint()
 

@@ -199,7 +199,8 @@ class Explainer:
         """The build that answers this call: the compiled one, or a fresh one when the model changed since."""
         if self._model is None:
             return self._build
-        state = Fingerprint.of(self._model)
+        with self._gate.shared():   # a rebuild in flight has the parameters swapped for export's fake tensors
+            state = Fingerprint.of(self._model)
         self._refuse_training(state)
         if state != self._build.fingerprint:
             self._rebuild_now(force=False)

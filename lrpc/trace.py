@@ -70,6 +70,10 @@ def capture(model: nn.Module, example_input: torch.Tensor, output: OutputSelecto
         raise LrpcError(f"the model failed on example_input of shape {tuple(example_input.shape)} "
                         f"({example_input.dtype}) while torch.export captured {type(model).__name__}"
                         f"{_user_line(exc)}: {type(exc).__name__}: {first_line}.{hint}") from exc
+    if _writes_through_a_view(program.graph):
+        # an in-place write into a slice of another tensor (torchvision's Swin builds its attention mask so):
+        # export's own functionalisation turns it into scatters; lrpc's simpler pass would lose the write
+        program = program.run_decompositions({})
     gm = program.module()
     placeholder = next(n for n in gm.graph.nodes if n.op == "placeholder")
     batch = placeholder.meta["val"].shape[0] if isinstance(placeholder.meta.get("val"), torch.Tensor) else None
@@ -81,6 +85,17 @@ def capture(model: nn.Module, example_input: torch.Tensor, output: OutputSelecto
     _drop_input_checks(gm)
     name_nodes(gm)
     return gm
+
+
+def _writes_through_a_view(graph: fx.Graph) -> bool:
+    for node in graph.nodes:
+        schema = getattr(node.target, "_schema", None)
+        target = node.args[0] if node.args else None
+        if (schema is not None and schema.name.endswith("_") and isinstance(target, fx.Node)
+                and getattr(getattr(target.target, "_schema", None), "name", "").endswith(("slice", "select",
+                                                                                           "view", "diagonal"))):
+            return True
+    return False
 
 
 def _output_candidates(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -106,6 +106,8 @@ def getitem(node, ctx: Context) -> OpInfo:
         sizes = [m.shape[dim] for m in parent.meta["tensor_meta"]]
         start = sum(sizes[:k])
         return move(kernels.slice_back, dim=dim, start=start, end=start + sizes[k], step=1)(parent)
+    if packet(parent) is aten._native_batch_norm_legit_no_training and k == 0:
+        return OpInfo("batchnorm", (parent.args[0],))
     if packet(parent) is aten.max and k == 0:
         p = params(parent)
         return OpInfo("amax", (parent.args[0],), args=((p["dim"] % len(shape(parent.args[0])),), p["keepdim"]),
