@@ -56,3 +56,14 @@ def test_timm_architecture_compiles_and_closes_its_accounting(name):
     model = timm.create_model(name, pretrained=False, num_classes=4, **TIMM_SMALL[name]).eval()
     size = TIMM_SIZE.get(name, 64)
     _check_accounting(model, torch.randn(1, 3, size, size))
+
+
+def test_torchvision_swin_whose_attention_mask_is_written_through_a_view():
+    """torchvision's shifted-window block fills slices of a mask in place: captured through export's own
+    functionalisation, the logits equal the model's and the accounting closes."""
+    from torchvision.models.swin_transformer import SwinTransformer
+    torch.manual_seed(0)
+    model = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2], num_heads=[2], window_size=[4, 4],
+                            num_classes=5).eval()
+    exp = _check_accounting(model, torch.randn(1, 3, 32, 32))
+    assert float(exp.conservation_error().max()) < 1e-6
