@@ -260,6 +260,9 @@ class RelevancePass:
             policy, add_kind = plan.splitting, plan.add_kind
             silent = add_kind.skip if (add_kind.kind == "identity" and not policy.identity) else -1
             nonneg = tuple(i in self.plans and self.plans[i].nonneg for i in info.inputs)
+            if info.extra.get("negated"):   # a − b: split between a and the contribution −b
+                ins[1] = self.call(torch.neg, (ins[1],), name=f"neg_{n.name}")
+                nonneg = (nonneg[0], False)
             parts = self.call(split_add, (r, *ins), {"mode": policy.mode, "eps": policy.epsilon, "silent": silent,
                                                      "nonneg": nonneg}, name=tag)
             for k, producer in enumerate(info.inputs):

@@ -153,7 +153,12 @@ def op_info(node: fx.Node, ctx: Context) -> OpInfo:
     handler = TABLE.get(packet(node))
     if handler is None:
         raise Unsupported("no relevance op for this operation (extend lrpc.ops with an entry for it)")
-    return handler(node, ctx)
+    try:
+        return handler(node, ctx)
+    except Unsupported:
+        raise
+    except Exception as exc:   # a form of the op its entry does not expect: named in the audit, not a traceback
+        raise Unsupported(f"its entry in lrpc.ops cannot read this call ({type(exc).__name__}: {exc})") from exc
 
 
 _load_families()

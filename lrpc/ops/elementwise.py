@@ -5,7 +5,8 @@ scale): a constant factor passes relevance on (a diagonal linear map: every rule
 sigmoid / hard-sigmoid / softmax output) is frozen and the gated signal takes all (as for SE); a factor broadcast
 over the other is frozen too (a per-channel statistic); two full signals share half-and-half (AttnLRP's rule
 for products, exactly conserving). A quotient freezes its divisor (normalisation statistics); ``signal - stat``
-freezes a broadcast statistic, so hand-written LayerNorms behave like ``aten.layer_norm``.
+freezes a broadcast statistic, so hand-written LayerNorms behave like ``aten.layer_norm``; a difference of two
+full signals is split like a sum of ``a`` and ``−b``.
 """
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def sub(node, ctx: Context) -> OpInfo:
         return OpInfo("pass", (b,), extra={"constant_add": -params(node).get("alpha", 1)})
     if _broadcast_statistic(a, b, node):
         return OpInfo("pass", (a,))
-    raise Unsupported("a difference of two full signals (only `signal - constant` and `signal - statistic`)")
+    # a + (−b): Relevance Splitting between a and the contribution −b (PoolFormer's pool(x) − x)
+    return OpInfo("add", (a, b), extra={"negated": True})
 
 
 def mul(node, ctx: Context) -> OpInfo:
@@ -103,8 +105,7 @@ def div(node, ctx: Context) -> OpInfo:
 
 def addcmul(node, ctx: Context) -> OpInfo:
     """self + value · t1 · t2 (timm's affine layers): one signal among constants keeps all its relevance."""
-    p = params(node)
-    signals = [v for v in (p["self"], p["tensor1"], p["tensor2"]) if not is_constant(v)]
+    signals = [v for v in node.args[:3] if not is_constant(v)]
     if len(signals) != 1:
         raise Unsupported("addcmul with more than one signal operand")
     return OpInfo("pass", (signals[0],))
