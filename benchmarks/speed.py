@@ -59,8 +59,10 @@ TRANSFORMER_PRESETS = ("default", "cp-lrp", "attnlrp")   # eager and compiled on
 
 def _vit_s_16() -> nn.Module:
     # torchvision's VisionTransformer class (nn.MultiheadAttention, the spelling LXT's ViT map patches) at ViT-S/16
-    return torchvision.models.VisionTransformer(image_size=SIZE, patch_size=16, num_layers=12, num_heads=6,
-                                                hidden_dim=384, mlp_dim=1536, num_classes=CLASSES)
+    model = torchvision.models.VisionTransformer(image_size=SIZE, patch_size=16, num_layers=12, num_heads=6,
+                                                 hidden_dim=384, mlp_dim=1536, num_classes=CLASSES)
+    nn.init.normal_(model.heads.head.weight, std=0.02)   # torchvision's zero head: every logit, so cp-lrp's start, 0
+    return model
 
 
 def _swin_t() -> nn.Module:
