@@ -120,6 +120,16 @@ def pixel_shuffle_back(r: torch.Tensor, x: torch.Tensor, *, factor: int) -> torc
     return F.pixel_unshuffle(r, factor)
 
 
+def scatter_back(r: torch.Tensor, base: torch.Tensor, src: torch.Tensor, *, dim: int, start=None, end=None,
+                 step: int = 1, index: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``slice_scatter`` / ``select_scatter`` (a write into a region of ``base``): the region's relevance to the
+    written ``src``, the rest to ``base``."""
+    region = (slice(None),) * (dim % r.dim()) + ((index,) if index is not None else (slice(start, end, step),))
+    to_base = r.clone()
+    to_base[region] = 0
+    return to_base, r[region]
+
+
 def split_stack(r: torch.Tensor, *inputs: torch.Tensor, dim: int) -> tuple[torch.Tensor, ...]:
     return r.unbind(dim)
 

@@ -201,8 +201,10 @@ class RelevancePass:
             tensors = [self.env[t] for t in extra["tensors"]]
             message = self.call(extra["back"], (r, ins[0], *tensors), extra["kwargs"], name=tag)
             self.send(info.inputs[0], n, message, total)
-        elif kind in ("product", "matmul_product", "stack"):
-            if kind == "product":
+        elif kind in ("product", "matmul_product", "stack", "scatter"):
+            if kind == "scatter":
+                parts = self.call(kernels.scatter_back, (r, *ins), info.extra, name=tag)
+            elif kind == "product":
                 parts = self.call(kernels.product_relevance, (r, *ins), name=tag)
             elif kind == "matmul_product":
                 parts = self.call(kernels.matmul_product, (r, *ins, self.env[n]), name=tag)

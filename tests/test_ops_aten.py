@@ -60,10 +60,17 @@ BODIES = {
     "product_of_two_signals": lambda h, ref: _half_product(h[:, :2], h[:, 2:], ref),
     "broadcast_gate": lambda h, ref: h * _frozen(torch.sigmoid(h.mean((2, 3), keepdim=True)), ref),
     "divide_by_a_statistic": lambda h, ref: h / _frozen(h.pow(2).mean(1, keepdim=True).add(1).sqrt(), ref),
+    "write_into_a_slice": lambda h, ref: _write_into_slice(h),   # GhostNet-style; export turns it into a scatter
     "difference_of_two_signals": lambda h, ref: F.avg_pool2d(h, 3, 1, 1) - h,   # PoolFormer's token mixer
     "addcmul_layer_scale": lambda h, ref: torch.addcmul(torch.zeros(4, 1, 1, dtype=h.dtype),
                                                         torch.linspace(0.5, 2, 4, dtype=h.dtype).view(4, 1, 1), h),
 }
+
+
+def _write_into_slice(h):
+    out = h.clone()
+    out[:, :2] = h[:, 2:] * 2.0
+    return out
 
 
 def _attention(h, ref, sdpa: bool):

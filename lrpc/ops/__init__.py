@@ -12,7 +12,7 @@ parameters. A handler raises ``Unsupported`` with the reason when it sees a form
 Kinds: ``linear`` (a rule applies), ``pass`` (relevance unchanged), ``batchnorm`` (pass, or folded), ``reshape``,
 ``permute``, ``move`` (a copy op: relevance goes back along the op's transpose, ``extra['back']``), ``cat``,
 ``add`` (Relevance Splitting), ``gate`` (all relevance to the gated signal), ``product`` (two signals: half each),
-``frozen_matmul`` / ``attention`` (one factor frozen), ``maxpool``, ``amax``, ``pad``, ``inert`` (a constant:
+``frozen_matmul`` / ``attention`` (one factor frozen), ``scatter`` (a write into a region), ``maxpool``, ``amax``, ``pad``, ``inert`` (a constant:
 it absorbs what reaches it). Nodes whose output is not a tensor (sizes, lists) carry no relevance.
 """
 from __future__ import annotations

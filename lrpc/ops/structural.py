@@ -78,6 +78,21 @@ def pixel_shuffle(node, ctx: Context) -> OpInfo:
     return move(kernels.pixel_shuffle_back, factor=params(node)["upscale_factor"])(node)
 
 
+def copy_into(node, ctx: Context) -> OpInfo:
+    """``aten.copy(self, src)``: the result is ``src`` (broadcast to self's shape); self's old values are gone."""
+    return OpInfo("move", (node.args[1],), nonneg="inputs",
+                  extra={"back": kernels.sum_back, "kwargs": {}, "tensors": ()})
+
+
+def scatter(node, ctx: Context) -> OpInfo:
+    """A write into a region (export's functional form of ``x[..., a:b] = y``): the region to ``y``, the rest to x."""
+    p = params(node)
+    region = {"index": p["index"]} if packet(node) is aten.select_scatter else \
+        {"start": p.get("start"), "end": p.get("end"), "step": p.get("step", 1)}
+    return OpInfo("scatter", (node.args[0], node.args[1]), nonneg="inputs",
+                  extra={"dim": p.get("dim", 0), **region})
+
+
 def cat(node, ctx: Context) -> OpInfo:
     p = params(node)
     tensors = tuple(p["tensors"])
@@ -152,6 +167,7 @@ TABLE = {
     aten.expand: expand, aten.expand_as: expand, aten.repeat: repeat, aten.slice: slice_, aten.select: select, aten.index: index, aten.roll: roll,
     aten.flip: flip, aten.pixel_shuffle: pixel_shuffle,
     aten.cat: cat, aten.concat: cat, aten.stack: stack,
+    aten.slice_scatter: scatter, aten.select_scatter: scatter, aten.copy: copy_into,
     operator.getitem: getitem,
     aten.constant_pad_nd: pad, aten.pad: pad,
     aten.max_pool2d: maxpool, aten.amax: amax,
