@@ -136,7 +136,7 @@ def split_stack(r: torch.Tensor, *inputs: torch.Tensor, dim: int) -> tuple[torch
 
 def gate_relevance(r: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
     """All of a gated product's relevance to its signal (summed back where the signal was broadcast)."""
-    return r if r.shape == signal.shape else r.sum_to_size(signal.shape)
+    return r.sum_to_size(signal.shape)
 
 
 def _z_share(r: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from . import kernels, transformer_rules
 from .annotate import NodePlan
 from .errors import LrpcError
-from .ops import batch_layout
+from .ops import batch_layout, shape
 from .splitting import split_add
 
 
@@ -178,10 +178,6 @@ class RelevancePass:
             into[e, column[producer]] = 1.0
         return cut, into
 
-    @staticmethod
-    def _same_shape(a: fx.Node, b: fx.Node) -> bool:
-        return a.meta["tensor_meta"].shape == b.meta["tensor_meta"].shape
-
     # ---------------------------------------------------------------------------------------------- per kind
     def emit(self, plan: NodePlan, r: fx.Node, total: fx.Node) -> None:
         n, info = plan.node, plan.info
@@ -193,7 +189,7 @@ class RelevancePass:
         elif kind in ("pass", "batchnorm"):
             self.send(info.inputs[0], n, r, total)
         elif kind == "gate":
-            message = r if plan.info.inputs and self._same_shape(info.inputs[0], n) else \
+            message = r if shape(info.inputs[0]) == shape(n) else \
                 self.call(kernels.gate_relevance, (r, ins[0]), name=tag)
             self.send(info.inputs[0], n, message, total)
         elif kind == "move":
