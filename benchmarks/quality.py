@@ -2,11 +2,12 @@
 
     python benchmarks/quality.py --quick                        # 100 test scenes, a few minutes on 2 cores
     python benchmarks/quality.py --json out/quality.json        # 1000 test scenes
+    python benchmarks/quality.py --model vit --quick            # the shipped ViT: transformer presets and baselines
     python benchmarks/quality.py --folder imagenet/val --arch resnet50 --weights resnet50.pth \
         --per-class 1 --device cuda                             # the paper's setting, with your data
 
-Every method explains the shipped shapes ResNet's predicted class on the fixed test split and is scored by
-Insertion / Deletion / ID under two protocols side by side:
+Every method explains the predicted class of the shipped shapes ResNet (or, with ``--model vit``, ViT) on the
+fixed test split and is scored by Insertion / Deletion / ID under two protocols side by side:
 
 - ``otsuki2024``: the authors' evaluation (black canvas, 500 px per step at 224x224 scaled to the same fraction
   of the image, inclusive ties, no 0 % frame, softmax of the ground-truth class, all images);
@@ -39,7 +40,7 @@ from tqdm import tqdm
 
 import lrpc
 from lrpc.baselines import CAM_METHODS, explain_baseline
-from lrpc.data import (GROUNDTRUTH_IMAGE_SIZE, ImageFolderDataset, balanced_sample, groundtruth_model, normalize,
+from lrpc.data import (GROUNDTRUTH_ARCHITECTURES, GROUNDTRUTH_IMAGE_SIZE, ImageFolderDataset, balanced_sample, groundtruth_model, normalize,
                        split_scenes)
 from lrpc.metrics import (insertion_deletion, pointing_game, relevance_mass_accuracy, relevance_rank_accuracy,
                           resolve_protocol)
@@ -55,11 +56,12 @@ class Method:
     explain: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def lrpc_method(preset: str, quantize: int | None) -> Method:
-    label = f"lrpc {preset}" + (f" + HQ{quantize}" if quantize else "")
+def lrpc_method(preset: str, quantize: int | None = None, **options: float) -> Method:
+    label = (f"lrpc {preset}" + (f" + HQ{quantize}" if quantize else "")
+             + "".join(f" {name.removesuffix('_gamma')} γ={value}" for name, value in options.items()))
 
     def explain(model, images, targets, masks):
-        explainer = lrpc.compile(model, rules=preset, example_input=images[:1])
+        explainer = lrpc.compile(model, rules=lrpc.preset(preset, **options), example_input=images[:1])
         return torch.cat([explainer(images[i:i + EXPLAIN_BATCH], target=targets[i:i + EXPLAIN_BATCH])
                           .heatmap(quantize=quantize) for i in range(0, len(images), EXPLAIN_BATCH)])
     return Method(label, explain)
@@ -78,10 +80,17 @@ def baseline_method(name: str) -> Method:
 
 
 TABLE2_PRESETS = ("otsuki2024", "otsuki2024-i", "otsuki2024-ii", "otsuki2024-iii")
-METHODS = ([lrpc_method(p, q) for p in TABLE2_PRESETS for q in (None, 8)]
-           + [lrpc_method(p, None) for p in ("default", "otsuki2024-mixture", "epsilon-plus")]
-           + [baseline_method(b) for b in (*CAM_METHODS, "integrated_gradients", "guided_backprop", "deeplift",
-                                           "lrp_epsilon", "random", "sobel", "oracle")])
+# One point of LXT's ViT γ grid (conv γ in {0.1, 0.25, 100} x linear γ in {0, 0.01, 0.05, 0.1, 1}; LXT has no default)
+VIT_GAMMA = {"conv_gamma": 0.25, "linear_gamma": 0.05}
+METHODS = {  # rows per shipped ground-truth architecture
+    "resnet": ([lrpc_method(p, q) for p in TABLE2_PRESETS for q in (None, 8)]
+               + [lrpc_method(p) for p in ("default", "otsuki2024-mixture", "epsilon-plus")]
+               + [baseline_method(b) for b in (*CAM_METHODS, "integrated_gradients", "guided_backprop", "deeplift",
+                                               "lrp_epsilon", "random", "sobel", "oracle")]),
+    "vit": ([lrpc_method(p, **gamma) for p in ("attnlrp", "cp-lrp", "default") for gamma in ({}, VIT_GAMMA)]
+            + [baseline_method(b) for b in ("attention_rollout", "chefer2021", "integrated_gradients",
+                                            "input_x_gradient", "random", "sobel", "oracle")]),
+}
 
 PROTOCOLS = {
     "otsuki2024": resolve_protocol("otsuki2024"),
@@ -170,11 +179,11 @@ class Benchmark:
     source: str
 
 
-def groundtruth_benchmark(n: int) -> Benchmark:
+def groundtruth_benchmark(n: int, arch: str) -> Benchmark:
     scenes = split_scenes("test", n, GROUNDTRUTH_IMAGE_SIZE)
-    return Benchmark(groundtruth_model(), normalize(scenes.images), torch.from_numpy(scenes.labels),
+    return Benchmark(groundtruth_model(arch), normalize(scenes.images), torch.from_numpy(scenes.labels),
                      normalize(scenes.counterfactuals), torch.from_numpy(scenes.masks),
-                     f"{n} scenes of the procedural test split, lrpc.data.groundtruth_model()")
+                     f"{n} scenes of the procedural test split, lrpc.data.groundtruth_model({arch!r})")
 
 
 def folder_benchmark(root: Path, arch: str, weights: Path, per_class: int, seed: int) -> Benchmark:
@@ -194,6 +203,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="100 scenes instead of 1000")
     parser.add_argument("--images", type=int, help="number of test scenes (overrides --quick)")
+    parser.add_argument("--model", choices=GROUNDTRUTH_ARCHITECTURES, default="resnet",
+                        help="the shipped ground-truth model to explain, with its rows")
     parser.add_argument("--folder", type=Path, help="class-folder dataset root (root/<class>/<image>) instead")
     parser.add_argument("--arch", default="resnet50", help="with --folder: a torchvision model name")
     parser.add_argument("--weights", type=Path, help="with --folder: torchvision-style checkpoint")
@@ -213,7 +224,7 @@ def main() -> None:
             raise SystemExit("--folder needs --weights (a checkpoint for --arch)")
         bench = folder_benchmark(args.folder, args.arch, args.weights, args.per_class, args.seed)
     else:
-        bench = groundtruth_benchmark(args.images or (100 if args.quick else 1000))
+        bench = groundtruth_benchmark(args.images or (100 if args.quick else 1000), args.model)
     device = torch.device(args.device)
     model, images, labels = bench.model.to(device), bench.images.to(device), bench.labels
     counterfactuals = None if bench.counterfactuals is None else bench.counterfactuals.to(device)
@@ -226,7 +237,7 @@ def main() -> None:
     scoring_model = fuse(model)
 
     results: dict[str, dict[str, float]] = {}
-    methods = [m for m in METHODS if masks is not None or m.name != "oracle"]
+    methods = [m for m in METHODS["resnet" if args.folder else args.model] if masks is not None or m.name != "oracle"]
     if args.methods:
         wanted = [name.strip() for name in args.methods.split(",")]
         unknown = sorted(set(wanted) - {m.name for m in methods})

@@ -131,6 +131,10 @@ def transformer_op(info: OpInfo, rules: Rules) -> tuple[OpInfo, str | None]:
             return info, "constant_add"
         if "softmax_dim" in extra and rules.attention == "attnlrp":
             return info, "softmax"
+    elif info.kind == "product" and "activated" in extra and rules.gated_product == "frozen_gate":
+        gate = extra["activated"]
+        signal = next(i for i in info.inputs if i is not gate)
+        return OpInfo("gate", (signal,), extra={"gate": gate}), None
     elif rules.attention == "attnlrp":
         if info.kind == "attention":   # relevance also reaches the queries and keys, through the softmax
             query, key, value, _ = extra["operands"]

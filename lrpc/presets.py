@@ -19,6 +19,7 @@ MAXPOOL_MODES = ("winner", "proportional", "avg2x2")
 LAYERNORM_MODES = ("pass", "frozen_std")
 ATTENTION_MODES = ("frozen", "attnlrp")
 CONSTANT_ADD_MODES = ("signal", "proportional")
+GATED_PRODUCT_MODES = ("half", "frozen_gate")
 START_MODES = ("one", "logit", "softmax", "score", "sigmoid")   # score: a single-score head's logit
 IMAGENET_LOW = (-2.1179, -2.0357, -1.8044)
 IMAGENET_HIGH = (2.2489, 2.4286, 2.6400)
@@ -69,6 +70,7 @@ class Rules:
     layernorm: str = "pass"          # "pass" (statistics constant, relevance unchanged) or "frozen_std" (LXT)
     attention: str = "frozen"        # "frozen" (relevance through the values only) or "attnlrp"
     constant_add: str = "signal"     # x + constant: "signal" (all to x) or "proportional" (the constant absorbs)
+    gated_product: str = "half"      # act(a) * b: "half" to each factor (AttnLRP) or "frozen_gate" (all to b, CP-LRP)
     start: str = "softmax"
     description: str = ""
 
@@ -89,7 +91,7 @@ class Rules:
         if self.batchnorm not in ("pass", "fold"):
             raise LrpcError(f"batchnorm must be 'pass' or 'fold', got {self.batchnorm!r}")
         for name, allowed in (("layernorm", LAYERNORM_MODES), ("attention", ATTENTION_MODES),
-                              ("constant_add", CONSTANT_ADD_MODES)):
+                              ("constant_add", CONSTANT_ADD_MODES), ("gated_product", GATED_PRODUCT_MODES)):
             if getattr(self, name) not in allowed:
                 raise LrpcError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
@@ -143,15 +145,16 @@ def otsuki2024_mixture(epsilon: float = 1e-6, after_block: int = 8) -> Rules:
                                     "z+ below, otherwise as otsuki2024")
 
 
-def default() -> Rules:
+def default(conv_gamma: float | None = None, linear_gamma: float | None = None) -> Rules:
     # no stabiliser is needed: the fallback handles every output whose positive part is zero
     zplus = ZPlus(epsilon=0.0, stabilizer="none", bias=False, fallback=True)
     return Rules(conv=zplus, linear=zplus, pool=zplus, maxpool="winner", splitting=Splitting("ratio", True),
-                 start="softmax",
+                 layers=_gamma_layers(conv_gamma, linear_gamma, bias=False), start="softmax",
                  description="the paper's method without the legacy quirks: z+ (α1β0 on signed inputs, biases "
                              "out, no stabiliser, outputs without positive evidence routed through their negative "
                              "contributions instead of dropped), true max-pool windows (winner-take-all), ratio splitting "
-                             "with identity skips and a 0/0 guard; conserves exactly")
+                             "with identity skips and a 0/0 guard; conserves exactly. conv_gamma / linear_gamma: "
+                             "zennit's γ (biases out) instead of z+ on convs / linears outside attention")
 
 
 def _zennit(first: Rule | None, conv: Rule, epsilon: float, stabilizer: float, description: str) -> Rules:
@@ -194,31 +197,42 @@ def montavon_vgg16(low: Any = IMAGENET_LOW, high: Any = IMAGENET_HIGH) -> Rules:
                              "start from the target logit")
 
 
-def _transformer(attention: str, conv_gamma: float | None, linear_gamma: float | None, description: str) -> Rules:
-    # LRP-0 with the bias in the denominator is what LXT's gradient × input computes on a linear map; zennit's γ
-    # (stabiliser 1e-6·sign) reaches only modules whose forward runs: not nn.MultiheadAttention's projections
+def _gamma_layers(conv_gamma: float | None, linear_gamma: float | None, bias: bool) -> tuple[tuple[Selector, Rule], ...]:
+    """zennit's generalised γ (stabiliser 1e-6·sign) on convs and on the linears outside attention, as LXT applies
+    it: its γ reaches only modules whose forward runs, not nn.MultiheadAttention's projections."""
     layers: list[tuple[Selector, Rule]] = []
     if conv_gamma is not None:
-        layers.append((lambda c: c.map == "conv", Gamma(conv_gamma, epsilon=1e-6)))
+        layers.append((lambda c: c.map == "conv", Gamma(conv_gamma, epsilon=1e-6, bias=bias)))
     if linear_gamma is not None:
-        layers.append((lambda c: c.map == "linear" and not c.attention_projection, Gamma(linear_gamma, epsilon=1e-6)))
-    return Rules(conv=Zero(), linear=Zero(), pool=Zero(), layers=tuple(layers), maxpool="winner",
-                 splitting=Splitting("proportional", True), layernorm="frozen_std", attention=attention,
-                 constant_add="proportional", start="logit", description=description)
+        layers.append((lambda c: c.map == "linear" and not c.attention_projection,
+                       Gamma(linear_gamma, epsilon=1e-6, bias=bias)))
+    return tuple(layers)
+
+
+def _transformer(attention: str, conv_gamma: float | None, linear_gamma: float | None, description: str) -> Rules:
+    # LRP-0 with the bias in the denominator is what LXT's gradient × input computes on a linear map; LXT's
+    # cp-LRP stops the gradient at a gated MLP's gate, AttnLRP splits the product uniformly
+    return Rules(conv=Zero(), linear=Zero(), pool=Zero(), layers=_gamma_layers(conv_gamma, linear_gamma, bias=True),
+                 maxpool="winner", splitting=Splitting("proportional", True), layernorm="frozen_std",
+                 attention=attention, constant_add="proportional",
+                 gated_product="half" if attention == "attnlrp" else "frozen_gate", start="logit",
+                 description=description)
 
 
 def cp_lrp(conv_gamma: float | None = None, linear_gamma: float | None = None) -> Rules:
     return _transformer("frozen", conv_gamma, linear_gamma,
                         "CP-LRP as LXT 2.1's ViT map (Ali et al. 2022): attention weights frozen, LayerNorm with σ "
                         "frozen, identity through activations, LRP-0 with biases absorbing, proportional residual "
-                        "adds, the cls token and positional embedding absorbing their shares, start = target logit; "
+                        "adds, the cls token and positional embedding absorbing their shares, a gated MLP's gate "
+                        "frozen, start = target logit; "
                         "conv_gamma / linear_gamma: zennit's γ on convs / linears outside attention")
 
 
 def attnlrp(conv_gamma: float | None = None, linear_gamma: float | None = None) -> Rules:
     return _transformer("attnlrp", conv_gamma, linear_gamma,
                         "AttnLRP (Achtibat et al. 2024): as cp-lrp outside attention; inside, the softmax rule "
-                        "R_x = x(R - s·ΣR) and the z-rule shared half-and-half on q·kᵀ and A·V")
+                        "R_x = x(R - s·ΣR) and the z-rule shared half-and-half on q·kᵀ and A·V (and on a gated MLP's "
+                        "act(x W)·(x V))")
 
 
 PRESETS: dict[str, Callable[..., Rules]] = {

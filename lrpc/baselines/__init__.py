@@ -8,15 +8,20 @@ import torch
 from torch import nn
 
 from ..errors import LrpcError
+from .attention import ATTENTION_METHODS
 from .calibration import oracle_map, random_map, sobel_map
 from .cam import CAM_METHODS, class_activation_map, last_conv_block
-from .captum_methods import captum_graph, deeplift, guided_backprop, integrated_gradients, lrp_epsilon
+from .captum_methods import (captum_graph, deeplift, guided_backprop, input_x_gradient, integrated_gradients,
+                             lrp_epsilon)
 
-__all__ = ["BASELINES", "CALIBRATION_MAPS", "CAM_METHODS", "captum_graph", "explain_baseline", "last_conv_block"]
+__all__ = ["ATTENTION_METHODS", "BASELINES", "CALIBRATION_MAPS", "CAM_METHODS", "captum_graph", "explain_baseline",
+           "last_conv_block"]
 
 _METHODS: dict[str, Callable[..., torch.Tensor]] = {
     **{name: partial(class_activation_map, name) for name in CAM_METHODS},
+    **ATTENTION_METHODS,
     "integrated_gradients": integrated_gradients,
+    "input_x_gradient": input_x_gradient,
     "guided_backprop": guided_backprop,
     "deeplift": deeplift,
     "lrp_epsilon": lrp_epsilon,

@@ -23,7 +23,7 @@ from torch import fx, nn
 
 from ..errors import LrpcError
 
-__all__ = ["captum_graph", "deeplift", "guided_backprop", "integrated_gradients", "lrp_epsilon"]
+__all__ = ["captum_graph", "deeplift", "guided_backprop", "input_x_gradient", "integrated_gradients", "lrp_epsilon"]
 
 
 def _captum_attr():
@@ -138,6 +138,14 @@ def integrated_gradients(model: nn.Module, images: torch.Tensor, targets: torch.
         attribution = method.attribute(images, baselines=torch.zeros_like(images), target=targets, n_steps=steps,
                                        internal_batch_size=internal_batch_size)
     return _reduce_channels(attribution, channels)
+
+
+def input_x_gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *,
+                     channels: str = "sum") -> torch.Tensor:
+    """The input times the gradient of the target logit (no rewriting needed: plain autograd)."""
+    method = _captum_attr().InputXGradient(model)
+    with _quiet_captum():
+        return _reduce_channels(method.attribute(images, target=targets), channels)
 
 
 def guided_backprop(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, *,

@@ -1,7 +1,7 @@
-"""The small Bottleneck ResNet trained on the procedural shapes task, shipped with the package.
+"""The small classifiers trained on the procedural shapes task, shipped with the package: a ResNet and a ViT.
 
-``scripts/train_groundtruth.py`` produced ``lrpc/assets/groundtruth_resnet.pth``; nothing here trains.
-The model takes 64x64 scenes from :func:`lrpc.data.render_scenes` normalised with the ImageNet mean/std
+``scripts/train_groundtruth.py`` produced ``lrpc/assets/groundtruth_<arch>.pth``; nothing here trains.
+Both models take 64x64 scenes from :func:`lrpc.data.render_scenes` normalised with the ImageNet mean/std
 (:func:`lrpc.data.normalize`): black (0 in [0,1] RGB) maps to (0 - mean) / std, exactly as in the paper's
 ImageNet protocol, so the same canvases and first-layer bounds apply.
 """
@@ -11,28 +11,45 @@ from pathlib import Path
 
 from torch import nn
 
+from ..errors import LrpcError
 from ..models import load_weights, torchvision_models
 from .procedural import CLASSES
 
-__all__ = ["GROUNDTRUTH_CHECKPOINT", "GROUNDTRUTH_IMAGE_SIZE", "groundtruth_architecture", "groundtruth_model"]
+__all__ = ["GROUNDTRUTH_ARCHITECTURES", "GROUNDTRUTH_CHECKPOINT", "GROUNDTRUTH_CHECKPOINTS", "GROUNDTRUTH_IMAGE_SIZE",
+           "groundtruth_architecture", "groundtruth_model"]
 
 GROUNDTRUTH_IMAGE_SIZE = 64
-GROUNDTRUTH_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "groundtruth_resnet.pth"
+GROUNDTRUTH_ARCHITECTURES = ("resnet", "vit")
+_ASSETS = Path(__file__).resolve().parent.parent / "assets"
+GROUNDTRUTH_CHECKPOINTS = {arch: _ASSETS / f"groundtruth_{arch}.pth" for arch in GROUNDTRUTH_ARCHITECTURES}
+GROUNDTRUTH_CHECKPOINT = GROUNDTRUTH_CHECKPOINTS["resnet"]
 
 
-def groundtruth_architecture() -> nn.Module:
-    """Untrained network of the shipped checkpoint: torchvision's ResNet with Bottleneck blocks at 1/8 of
-    ResNet-50's width, two blocks per stage (needs torchvision).
+def groundtruth_architecture(arch: str = "resnet") -> nn.Module:
+    """Untrained network of a shipped checkpoint (needs torchvision).
 
-    The first block of every stage has a projection shortcut (conv1x1 + BN), the second an identity shortcut,
-    so both kinds of residual add are exercised.
+    - ``"resnet"``: torchvision's ResNet with Bottleneck blocks at 1/8 of ResNet-50's width, two blocks per stage.
+      The first block of every stage has a projection shortcut (conv1x1 + BN), the second an identity shortcut,
+      so both kinds of residual add are exercised.
+    - ``"vit"``: torchvision's ``VisionTransformer`` (the class LXT's ViT map targets): 64 tokens of 8x8 pixels and
+      a cls token, 4 pre-norm blocks of width 64 with 4 heads and an MLP of width 128. The tokens come from
+      torchvision's convolutional stem (three 3x3 stride-2 conv-BN-ReLU, Xiao et al. 2021) rather than one 8x8
+      patch projection: trained from scratch on this task, the plain patch projection stayed at chance for
+      thousands of steps, the stem starts learning at once.
     """
-    resnet = torchvision_models().resnet  # an LrpcError naming the install if torchvision is missing
-    from ..models.narrow_resnet import NarrowResNet
+    models = torchvision_models()  # an LrpcError naming the install if torchvision is missing
+    if arch == "resnet":
+        from ..models.narrow_resnet import NarrowResNet
 
-    return NarrowResNet(resnet.Bottleneck, [2, 2, 2, 2], num_classes=len(CLASSES), width=8)
+        return NarrowResNet(models.resnet.Bottleneck, [2, 2, 2, 2], num_classes=len(CLASSES), width=8)
+    if arch == "vit":
+        stem = [models.vision_transformer.ConvStemConfig(channels, kernel_size=3, stride=2) for channels in (16, 32, 64)]
+        return models.VisionTransformer(image_size=GROUNDTRUTH_IMAGE_SIZE, patch_size=8, num_layers=4, num_heads=4,
+                                        hidden_dim=64, mlp_dim=128, num_classes=len(CLASSES), conv_stem_configs=stem)
+    raise LrpcError(f"unknown ground-truth architecture {arch!r}; choose one of {GROUNDTRUTH_ARCHITECTURES}")
 
 
-def groundtruth_model() -> nn.Module:
-    """The trained shapes classifier in eval mode. Input: ImageNet-normalised [B, 3, 64, 64]."""
-    return load_weights(groundtruth_architecture(), GROUNDTRUTH_CHECKPOINT).eval()
+def groundtruth_model(arch: str = "resnet") -> nn.Module:
+    """A trained shapes classifier in eval mode. Input: ImageNet-normalised [B, 3, 64, 64]."""
+    model = groundtruth_architecture(arch)
+    return load_weights(model, GROUNDTRUTH_CHECKPOINTS[arch]).eval()

@@ -4,7 +4,8 @@ Rules for products, written once for every spelling (``x * y``, ``torch.mul``, S
 scale): a constant factor passes relevance on (a diagonal linear map: every rule gives R_x = R); a gate (a
 sigmoid / hard-sigmoid / softmax output) is frozen and the gated signal takes all (as for SE); a factor broadcast
 over the other is frozen too (a per-channel statistic); two full signals share half-and-half (AttnLRP's rule
-for products, exactly conserving). A quotient freezes its divisor (normalisation statistics); ``signal - stat``
+for products, exactly conserving). When one of two full signals comes out of an activation (the gate of SwiGLU,
+GeGLU), the op says so, and a rule set may freeze it instead (CP-LRP, ``Rules.gated_product``). A quotient freezes its divisor (normalisation statistics); ``signal - stat``
 freezes a broadcast statistic, so hand-written LayerNorms behave like ``aten.layer_norm``; a difference of two
 full signals is split like a sum of ``a`` and ``−b``.
 """
@@ -24,10 +25,23 @@ GATE_CARRIERS = {aten.view, aten.reshape, aten.expand, aten.unsqueeze, aten.sque
                  aten._to_copy, aten.to}   # a dtype cast: Hugging Face's eager attention takes a float32 softmax
 
 
-def is_gate(node) -> bool:
+# activations that make the gate of a gated linear unit (SwiGLU's silu, GeGLU's gelu, ReGLU's relu, ...)
+GATING_ACTIVATIONS = {aten.silu, aten.gelu, aten.relu, aten.tanh, aten.hardswish, aten.mish, aten.softplus,
+                      aten.leaky_relu, aten.elu, aten.celu, aten.selu}
+
+
+def _source(node):
     while isinstance(node, fx.Node) and packet(node) in GATE_CARRIERS:
         node = node.args[0]
-    return isinstance(node, fx.Node) and packet(node) in GATES
+    return node
+
+
+def is_gate(node) -> bool:
+    return isinstance(node := _source(node), fx.Node) and packet(node) in GATES
+
+
+def is_activated(node) -> bool:
+    return isinstance(node := _source(node), fx.Node) and packet(node) in GATING_ACTIVATIONS
 
 
 def activation(nonneg: str = "never"):
@@ -91,6 +105,8 @@ def mul(node, ctx: Context) -> OpInfo:
         signal = b if is_gate(a) else a
     elif _broadcast_statistic(a, b, node) or _broadcast_statistic(b, a, node):
         signal = a if shape(a) == shape(node) else b
+    elif is_activated(a) != is_activated(b):   # act(x W) * (x V): a rule set may freeze the activated factor
+        return OpInfo("product", (a, b), extra={"activated": a if is_activated(a) else b})
     else:
         return OpInfo("product", (a, b))
     return OpInfo("gate", (signal,), extra={"gate": b if signal is a else a})
