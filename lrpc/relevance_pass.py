@@ -286,6 +286,12 @@ class RelevancePass:
             weight = None if norm["weight"] is None else self.env[norm["weight"]]
             message = self.call(transformer_rules.layernorm_frozen_std, (r, ins[0], self.env[n], weight),
                                 {"normalized_shape": norm["normalized_shape"], "eps": norm["eps"]}, name=tag)
+        elif transform == "batchnorm_affine":
+            norm = info.extra["batchnorm"]
+            weight = None if norm["weight"] is None else self.env[norm["weight"]]
+            message = self.call(transformer_rules.batchnorm_share, (r, ins[0], self.env[n],
+                                                                    self.env[norm["running_var"]], weight),
+                                {"eps": norm["eps"]}, name=tag)
         elif transform == "constant_add":
             message = self.call(transformer_rules.constant_add_share, (r, ins[0], self.env[n]),
                                 {"coefficient": info.extra["constant_add"]}, name=tag)

@@ -23,7 +23,6 @@ def divide(r: torch.Tensor, z: torch.Tensor, mode: str, eps: float) -> torch.Ten
     if mode == "rms":
         dims = tuple(range(1, z.dim()))
         return r / (z + eps * z.square().mean(dims, keepdim=True).sqrt() + 1e-9)
-    if mode == "none":   # |z| below the smallest normal number counts as 0: r / z would overflow to inf
-        zero = z.abs() < torch.finfo(z.dtype).tiny
-        return torch.where(zero, torch.zeros_like(z), r / torch.where(zero, torch.ones_like(z), z))
+    if mode == "none":   # |z| below the smallest normal number counts as 0 (r / z is inf or NaN there: replaced)
+        return torch.where(z.abs() < torch.finfo(z.dtype).tiny, 0.0, r / z)
     raise ValueError(f"unknown stabiliser mode {mode!r}; choose one of {MODES}")

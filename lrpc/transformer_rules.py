@@ -3,6 +3,7 @@
 
 - LayerNorm with σ frozen: y = (x − μ)/σ · w + β, so with g = w ⊙ R/(σ·y), R_x = x ⊙ (g − mean(g)); β absorbs.
 - ``x + c`` with c a constant (a positional embedding): the z-rule of the add, R_x = x ⊙ R / y; c absorbs the rest.
+- eval BatchNorm (a conv stem's) y = a·x + c per channel: the same z-rule, R_x = a·x ⊙ R / y; the shift absorbs.
 - softmax (AttnLRP): R_x = x ⊙ (R − s·ΣR); the difference to ΣR is absorbed by the softmax.
 - scaled dot-product attention (AttnLRP): O = softmax(q kᵀ·scale + mask) V computed as its pieces: the z-rule on
   A V shared half-and-half, the softmax rule, then the z-rule on q kᵀ shared half-and-half. An explicit
@@ -36,6 +37,15 @@ def constant_add_share(r, x, out, *, coefficient):
     broadcast); the constant keeps the rest."""
     share = coefficient * x * _ratio(r, out)
     return share if share.shape == x.shape else share.sum_to_size(x.shape)
+
+
+def batchnorm_share(r, x, out, running_var, weight, *, eps):
+    """Eval BatchNorm y = a·x + c per channel (a = weight/√(var + eps)): the z-rule of that map, R_x = a·x·R/y;
+    the shift c absorbs the rest. This is gradient × input through BatchNorm, LXT's treatment of a conv stem."""
+    scale = (running_var + eps).rsqrt()
+    if weight is not None:
+        scale = scale * weight
+    return constant_add_share(r, x, out, coefficient=scale.view(-1, *([1] * (x.dim() - 2))))
 
 
 def softmax_relevance(r, x, s, *, dim):

@@ -116,6 +116,31 @@ def test_presets_match_lxt_on_torchvision_vit(vit, images, preset, conv_gamma, l
     assert rel_l1(explanation.heatmap(), reference) < 1e-6
 
 
+@pytest.mark.parametrize("preset", TRANSFORMER_PRESETS)
+@pytest.mark.parametrize("conv_gamma,linear_gamma", [(None, None), (0.25, 0.05)])
+def test_presets_match_lxt_on_a_conv_stem_vit(images, preset, conv_gamma, linear_gamma):
+    """torchvision's ViT with its convolutional stem (conv-BN-ReLU, as the shipped ground-truth ViT): LXT's
+    gradient passes BatchNorm as an affine map, so the presets do too (``batchnorm='affine'``), also under γ."""
+    from torchvision.models.vision_transformer import ConvStemConfig, VisionTransformer
+    torch.manual_seed(1)
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+                              num_classes=5, conv_stem_configs=[ConvStemConfig(8, 3, 2) for _ in range(3)])
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1 or "token" in name or "pos_embedding" in name or "head" in name:
+                p.normal_(0, 0.3)
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.normal_(0, 0.3)
+            bn.running_var.uniform_(0.5, 2.0)
+    model = model.double().eval()
+    target = model(images).argmax(1)
+    explanation = lrpc.compile(model, lrpc.preset(preset, conv_gamma=conv_gamma, linear_gamma=linear_gamma),
+                               images[:1])(images, target=target)
+    reference = lxt_heatmap(model, images, target, attention="cp" if preset == "cp-lrp" else "attnlrp",
+                            conv_gamma=conv_gamma, linear_gamma=linear_gamma)
+    assert rel_l1(explanation.relevance.sum(1), reference) < 1e-6
+
+
 @pytest.mark.parametrize("preset", ("default", *TRANSFORMER_PRESETS, "cp-lrp+gamma", "attnlrp+gamma"))
 def test_attention_spellings_give_the_same_maps(vit, images, preset):
     """torchvision (nn.MultiheadAttention), timm (qkv + F.scaled_dot_product_attention), timm explicit

@@ -1,6 +1,7 @@
 """Normalisations with their statistics treated as constants: per element an affine map of one input, so
 relevance passes through unchanged (conserving). BatchNorm may instead be folded into the conv before it
-(``Rules.batchnorm='fold'``, zennit's canonizer as a graph pass)."""
+(``Rules.batchnorm='fold'``, zennit's canonizer as a graph pass) or take the z-rule of its own affine map, its
+shift absorbing (``'affine'``: gradient × input, as LXT leaves it)."""
 from __future__ import annotations
 
 import torch
@@ -11,7 +12,10 @@ aten = torch.ops.aten
 
 
 def batchnorm(node, ctx: Context) -> OpInfo:
-    return OpInfo("batchnorm", (node.args[0],))
+    """Eval-mode BatchNorm, ``aten.batch_norm`` or item 0 of ``_native_batch_norm_legit_no_training``."""
+    p = params(node)
+    return OpInfo("batchnorm", (p["input"],), extra={"batchnorm": {
+        "weight": p.get("weight"), "running_var": p["running_var"], "eps": float(p["eps"])}})
 
 
 def frozen_statistics(node, ctx: Context) -> OpInfo:

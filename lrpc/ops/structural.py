@@ -9,7 +9,7 @@ import torch
 import torch.fx as fx
 
 from .. import kernels
-from . import Context, OpInfo, Unsupported, dims_of, packet, params, shape
+from . import Context, OpInfo, Unsupported, dims_of, normalization, packet, params, shape
 
 aten = torch.ops.aten
 
@@ -122,7 +122,7 @@ def getitem(node, ctx: Context) -> OpInfo:
         start = sum(sizes[:k])
         return move(kernels.slice_back, dim=dim, start=start, end=start + sizes[k], step=1)(parent)
     if packet(parent) is aten._native_batch_norm_legit_no_training and k == 0:
-        return OpInfo("batchnorm", (parent.args[0],))
+        return normalization.batchnorm(parent, ctx)
     if packet(parent) is aten.max and k == 0:
         p = params(parent)
         return OpInfo("amax", (parent.args[0],), args=((p["dim"] % len(shape(parent.args[0])),), p["keepdim"]),
