@@ -60,6 +60,12 @@ def groundtruth():
     return groundtruth_model()
 
 
+@model_input(size=GROUNDTRUTH_IMAGE_SIZE, class_names=CLASSES)
+def groundtruth_vit():
+    """The small ViT trained on the same task (``lrpc.data.groundtruth_model("vit")``): try ``--rules attnlrp``."""
+    return groundtruth_model("vit")
+
+
 def _explain(images: Path, model: str, preset: str, out: Path, extra: Sequence[str] = ()) -> None:
     from .cli import main as cli
 

@@ -222,3 +222,23 @@ def test_bad_inputs_fail_with_a_clear_message(case, nets, photos, tmp_path, caps
     for word in words:
         assert word in message, message
     assert "Traceback" not in message
+
+
+def test_the_shipped_vit_is_a_named_model(tmp_path):
+    """``--model groundtruth-vit`` declares its input and class names; its prediction and start (the target
+    logit under attnlrp) equal the model's on the same pixels."""
+    from lrpc.data import CLASSES as SHAPES, groundtruth_model, normalize, split_scenes
+    scenes = split_scenes("test", 2)
+    pixels = np.round(scenes.images.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
+    for k, image in enumerate(pixels):
+        Image.fromarray(image).save(tmp_path / f"scene{k}.png")
+    out = tmp_path / "out"
+    assert explain(tmp_path / "scene0.png", tmp_path / "scene1.png", "--model", "groundtruth-vit", "--rules",
+                   "attnlrp", "--resize", 64, "-q", "-o", out) == 0
+    with torch.no_grad():
+        logits = groundtruth_model("vit")(normalize(pixels.transpose(0, 3, 1, 2).astype(np.float32) / 255))
+    for k in range(2):
+        summary = json.loads((out / f"scene{k}.json").read_text())
+        assert summary["predicted_class"] == int(logits[k].argmax())
+        assert summary["predicted_name"] == SHAPES[summary["predicted_class"]]
+        assert summary["start_relevance"] == pytest.approx(float(logits[k].max()), rel=1e-4)

@@ -70,6 +70,7 @@ class LoadedModel:
 NAMED_MODELS: dict[str, str] = {
     "efficientnet-lite0": "lrpc.demo:efficientnet_lite0",
     "groundtruth": "lrpc.demo:groundtruth",
+    "groundtruth-vit": "lrpc.demo:groundtruth_vit",
 }
 
 
