@@ -63,7 +63,8 @@ def _resolve_targets(model: nn.Module, images: torch.Tensor, targets) -> torch.T
     if targets is None:
         with torch.no_grad():
             return model(images).argmax(1)
-    targets = torch.as_tensor(targets, dtype=torch.long, device=images.device)
+    # a copy: targets read from an lrpc Explanation are inference tensors, which autograd may not save
+    targets = torch.as_tensor(targets, dtype=torch.long, device=images.device).clone()
     if targets.ndim == 0:
         targets = targets.expand(images.shape[0])
     if targets.shape != (images.shape[0],):
