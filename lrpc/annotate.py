@@ -124,7 +124,7 @@ def transformer_op(info: OpInfo, rules: Rules) -> tuple[OpInfo, str | None]:
     """The rule set's choice for the non-linear ops of transformers (DESIGN.md §9): op handlers say what an op
     is, this picks its relevance. Returns the (possibly rewired) op and the kernel tag ``relevance_pass`` emits."""
     extra = info.extra
-    if info.kind == "batchnorm" and rules.batchnorm == "affine":
+    if info.kind == "batchnorm" and "batchnorm" in extra and rules.batchnorm == "affine":
         return info, "batchnorm_affine"
     if info.kind == "pass":
         if "layernorm" in extra and rules.layernorm == "frozen_std":

@@ -5,9 +5,10 @@ scale): a constant factor passes relevance on (a diagonal linear map: every rule
 sigmoid / hard-sigmoid / softmax output) is frozen and the gated signal takes all (as for SE); a factor broadcast
 over the other is frozen too (a per-channel statistic); two full signals share half-and-half (AttnLRP's rule
 for products, exactly conserving). When one of two full signals comes out of an activation (the gate of SwiGLU,
-GeGLU), the op says so, and a rule set may freeze it instead (CP-LRP, ``Rules.gated_product``). A quotient freezes its divisor (normalisation statistics); ``signal - stat``
-freezes a broadcast statistic, so hand-written LayerNorms behave like ``aten.layer_norm``; a difference of two
-full signals is split like a sum of ``a`` and ``−b``.
+GeGLU), the op says so, and a rule set may freeze it instead (CP-LRP, ``Rules.gated_product``). A quotient
+freezes its divisor (normalisation statistics); ``signal - stat`` freezes a broadcast statistic, so hand-written
+LayerNorms behave like ``aten.layer_norm``; a difference of two full signals is split like a sum of ``a`` and
+``−b``.
 """
 from __future__ import annotations
 

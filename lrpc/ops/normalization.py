@@ -12,8 +12,11 @@ aten = torch.ops.aten
 
 
 def batchnorm(node, ctx: Context) -> OpInfo:
-    """Eval-mode BatchNorm, ``aten.batch_norm`` or item 0 of ``_native_batch_norm_legit_no_training``."""
+    """Eval-mode BatchNorm, ``aten.batch_norm`` or item 0 of ``_native_batch_norm_legit_no_training``; without
+    running statistics (batch statistics even in eval) it is not a fixed affine map and passes relevance on."""
     p = params(node)
+    if p.get("running_var") is None:
+        return OpInfo("batchnorm", (p["input"],))
     return OpInfo("batchnorm", (p["input"],), extra={"batchnorm": {
         "weight": p.get("weight"), "running_var": p["running_var"], "eps": float(p["eps"])}})
 
