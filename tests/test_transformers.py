@@ -139,6 +139,11 @@ def test_presets_match_lxt_on_a_conv_stem_vit(images, preset, conv_gamma, linear
     reference = lxt_heatmap(model, images, target, attention="cp" if preset == "cp-lrp" else "attnlrp",
                             conv_gamma=conv_gamma, linear_gamma=linear_gamma)
     assert rel_l1(explanation.relevance.sum(1), reference) < 1e-6
+    stem_shifts = [taken for node, taken in explanation.absorbed.items()
+                   if explanation.explainer.plans[node].transform == "batchnorm_affine"]
+    assert len(stem_shifts) == 3   # every BatchNorm's shift is a reported sink, and the accounting closes
+    absorbed = sum(explanation.absorbed.values())
+    assert torch.allclose(explanation.relevance.sum((1, 2, 3)) + absorbed, explanation.start, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("preset", ("default", *TRANSFORMER_PRESETS, "cp-lrp+gamma", "attnlrp+gamma"))
