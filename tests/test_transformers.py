@@ -261,3 +261,17 @@ def test_gated_mlp_matches_lxt(preset, lxt_forward):
     assert rel_l1(explanation.relevance, expected) < 1e-7
     other = "attnlrp" if preset == "cp-lrp" else "cp-lrp"
     assert rel_l1(lrpc.compile(model, other, x[:1])(x, target=target).relevance, expected) > 1e-3
+
+
+@pytest.mark.parametrize("preset", TRANSFORMER_PRESETS)
+@pytest.mark.parametrize("conv_gamma,linear_gamma", [(None, None), (0.25, 0.05)])
+def test_presets_match_lxt_on_the_shipped_vit(preset, conv_gamma, linear_gamma):
+    from lrpc.data import groundtruth_model, normalize, split_scenes
+    model = groundtruth_model("vit").double()
+    scenes = normalize(split_scenes("test", 2).images).double()
+    target = model(scenes).argmax(1)
+    explanation = lrpc.compile(model, lrpc.preset(preset, conv_gamma=conv_gamma, linear_gamma=linear_gamma),
+                               scenes[:1])(scenes, target=target)
+    reference = lxt_heatmap(model, scenes, target, attention="cp" if preset == "cp-lrp" else "attnlrp",
+                            conv_gamma=conv_gamma, linear_gamma=linear_gamma)
+    assert rel_l1(explanation.relevance.sum(1), reference) < 1e-6
