@@ -199,3 +199,20 @@ def test_input_of_another_size_that_the_graph_cannot_take():
     explainer = lrpc.compile(model, rules="default", example_input=torch.randn(1, 3, 8, 8))
     with pytest.raises(LrpcError, match=r"\(2, 3, 10, 10\) differs in size from the example_input \(1, 3, 8, 8\)"):
         explainer(torch.randn(2, 3, 10, 10))
+
+
+class BatchMean(torch.nn.Module):
+    """Averages the logits over the batch (dimension 1 after a stack): a sample's score depends on the others."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(12, 3)
+
+    def forward(self, x):
+        logits = self.fc(x.flatten(1))
+        return logits + torch.stack([logits, 2 * logits]).mean(1, keepdim=True)[0]
+
+
+def test_a_reduction_over_the_batch_is_refused_wherever_the_batch_sits():
+    with pytest.raises(LrpcError, match="a reduction over the batch dimension"):
+        lrpc.compile(BatchMean().eval(), example_input=torch.randn(1, 3, 2, 2))

@@ -62,6 +62,7 @@ BODIES = {
     "divide_by_a_statistic": lambda h, ref: h / _frozen(h.pow(2).mean(1, keepdim=True).add(1).sqrt(), ref),
     "write_into_a_slice": lambda h, ref: _write_into_slice(h),   # GhostNet-style; export turns it into a scatter
     "difference_of_two_signals": lambda h, ref: F.avg_pool2d(h, 3, 1, 1) - h,   # PoolFormer's token mixer
+    "mean_over_a_stack": lambda h, ref: torch.stack([h[:, :2], h[:, 2:]]).mean(0),   # batch in dimension 1
     "addcmul_layer_scale": lambda h, ref: torch.addcmul(torch.zeros(4, 1, 1, dtype=h.dtype),
                                                         torch.linspace(0.5, 2, 4, dtype=h.dtype).view(4, 1, 1), h),
 }

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from . import Context, OpInfo, Unsupported, dims_of, params, shape
+from . import Context, OpInfo, Unsupported, batch_layout, dims_of, params, shape
 
 aten = torch.ops.aten
 
@@ -63,7 +63,7 @@ def _reduce(mean: bool):
         if dims is None or (isinstance(dims, (list, tuple)) and not dims):
             raise Unsupported("a reduction over all dimensions mixes the batch; give the dims explicitly")
         dims = dims_of(dims, len(shape(x)))
-        if 0 in dims:
+        if batch_layout(x)[0] in dims:   # not always dimension 0: torch.stack([a, b]).mean(0) (CrossViT's heads)
             raise Unsupported("a reduction over the batch dimension")
         return OpInfo("linear", (x,), map="reduce", args=(dims, bool(p.get("keepdim", False)), mean),
                       nonneg="inputs")
