@@ -105,15 +105,21 @@ def images():
 GAMMAS = [(None, None), (0.25, None), (None, 0.05), (0.1, 0.0), (100.0, 1.0)]
 
 
+def assert_matches_lxt(model, images, preset, conv_gamma, linear_gamma) -> lrpc.Explanation:
+    """lrpc's map of the predicted class equals LXT's to 1e-6 relative L1 (LXT's identity rule and zennit hook
+    divide by x + 1e-10: the maps agree to ~1e-9, not to rounding)."""
+    explanation = lrpc.compile(model, lrpc.preset(preset, conv_gamma=conv_gamma, linear_gamma=linear_gamma),
+                               images[:1])(images)
+    reference = lxt_heatmap(model, images, explanation.target.clone(), "cp" if preset == "cp-lrp" else "attnlrp",
+                            conv_gamma, linear_gamma)
+    assert rel_l1(explanation.heatmap(), reference) < 1e-6
+    return explanation
+
+
 @pytest.mark.parametrize("preset", TRANSFORMER_PRESETS)
 @pytest.mark.parametrize("conv_gamma,linear_gamma", GAMMAS)
 def test_presets_match_lxt_on_torchvision_vit(vit, images, preset, conv_gamma, linear_gamma):
-    explanation = lrpc.compile(vit, lrpc.preset(preset, conv_gamma=conv_gamma, linear_gamma=linear_gamma),
-                               images)(images)
-    reference = lxt_heatmap(vit, images, explanation.target.clone(), "cp" if preset == "cp-lrp" else "attnlrp",
-                            conv_gamma, linear_gamma)
-    # LXT's identity rule and zennit hook divide by x + 1e-10: the maps agree to ~1e-9, not to rounding
-    assert rel_l1(explanation.heatmap(), reference) < 1e-6
+    assert_matches_lxt(vit, images, preset, conv_gamma, linear_gamma)
 
 
 @pytest.mark.parametrize("preset", TRANSFORMER_PRESETS)
@@ -132,13 +138,7 @@ def test_presets_match_lxt_on_a_conv_stem_vit(images, preset, conv_gamma, linear
         for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
             bn.running_mean.normal_(0, 0.3)
             bn.running_var.uniform_(0.5, 2.0)
-    model = model.double().eval()
-    target = model(images).argmax(1)
-    explanation = lrpc.compile(model, lrpc.preset(preset, conv_gamma=conv_gamma, linear_gamma=linear_gamma),
-                               images[:1])(images, target=target)
-    reference = lxt_heatmap(model, images, target, attention="cp" if preset == "cp-lrp" else "attnlrp",
-                            conv_gamma=conv_gamma, linear_gamma=linear_gamma)
-    assert rel_l1(explanation.relevance.sum(1), reference) < 1e-6
+    explanation = assert_matches_lxt(model.double().eval(), images, preset, conv_gamma, linear_gamma)
     stem_shifts = [taken for node, taken in explanation.absorbed.items()
                    if explanation.explainer.plans[node].transform == "batchnorm_affine"]
     assert len(stem_shifts) == 3   # every BatchNorm's shift is a reported sink, and the accounting closes
@@ -267,11 +267,5 @@ def test_gated_mlp_matches_lxt(preset, lxt_forward):
 @pytest.mark.parametrize("conv_gamma,linear_gamma", [(None, None), (0.25, 0.05)])
 def test_presets_match_lxt_on_the_shipped_vit(preset, conv_gamma, linear_gamma):
     from lrpc.data import groundtruth_model, normalize, split_scenes
-    model = groundtruth_model("vit").double()
     scenes = normalize(split_scenes("test", 2).images).double()
-    target = model(scenes).argmax(1)
-    explanation = lrpc.compile(model, lrpc.preset(preset, conv_gamma=conv_gamma, linear_gamma=linear_gamma),
-                               scenes[:1])(scenes, target=target)
-    reference = lxt_heatmap(model, scenes, target, attention="cp" if preset == "cp-lrp" else "attnlrp",
-                            conv_gamma=conv_gamma, linear_gamma=linear_gamma)
-    assert rel_l1(explanation.relevance.sum(1), reference) < 1e-6
+    assert_matches_lxt(groundtruth_model("vit").double(), scenes, preset, conv_gamma, linear_gamma)
