@@ -149,7 +149,7 @@ def frozen_matmul(r, a, b, out, *, frozen: int) -> torch.Tensor:
     factor. An output whose contributions are all zero sends its relevance in proportion to the frozen weights
     alone (as z⁺'s fallback spreads over a window), so nothing is lost."""
     s = _z_share(r, out)
-    orphans = torch.where(out.abs() < torch.finfo(out.dtype).tiny, r, torch.zeros_like(r))
+    orphans = torch.where(out.abs() < torch.finfo(out.dtype).tiny, r, 0.0)
     if frozen == 0:
         spread = a.transpose(-1, -2) @ divide(orphans, a.sum(-1, keepdim=True), "none", 0.0)
         return (b * (a.transpose(-1, -2) @ s) + spread).sum_to_size(b.shape)
@@ -170,8 +170,8 @@ def product_relevance(r, a, b) -> tuple[torch.Tensor, torch.Tensor]:
     return half.sum_to_size(a.shape), half.sum_to_size(b.shape)
 
 
-def attention_relevance(r, q, k, v, mask, out, *, is_causal: bool, scale) -> torch.Tensor:
-    """softmax(q kᵀ · scale + mask) v with the attention weights frozen: the z-rule of v ↦ A v."""
+def attention_weights(q, k, mask, *, is_causal: bool, scale) -> tuple[torch.Tensor, float]:
+    """(softmax(q kᵀ·scale + mask), scale) of ``scaled_dot_product_attention``, its default scale resolved."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     logits = (q @ k.transpose(-1, -2)) * scale
     if is_causal:
@@ -179,7 +179,13 @@ def attention_relevance(r, q, k, v, mask, out, *, is_causal: bool, scale) -> tor
         logits = logits.masked_fill(~keep, float("-inf"))
     if mask is not None:
         logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
-    return frozen_matmul(r, logits.softmax(-1), v, out, frozen=0)
+    return logits.softmax(-1), scale
+
+
+def attention_relevance(r, q, k, v, mask, out, *, is_causal: bool, scale) -> torch.Tensor:
+    """softmax(q kᵀ · scale + mask) v with the attention weights frozen: the z-rule of v ↦ A v."""
+    weights, _ = attention_weights(q, k, mask, is_causal=is_causal, scale=scale)
+    return frozen_matmul(r, weights, v, out, frozen=0)
 
 
 def split_cat(r: torch.Tensor, *inputs: torch.Tensor, dim: int) -> tuple[torch.Tensor, ...]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from .kernels import attention_weights
 from .stabilizers import divide
 
 
@@ -35,8 +36,7 @@ def layernorm_frozen_std(r, x, out, weight, *, normalized_shape, eps):
 def constant_add_share(r, x, out, *, coefficient):
     """y = coefficient·x + c with c constant: x's proportional share coefficient·x·R/y (summed back where x was
     broadcast); the constant keeps the rest."""
-    share = coefficient * x * _ratio(r, out)
-    return share if share.shape == x.shape else share.sum_to_size(x.shape)
+    return (coefficient * x * _ratio(r, out)).sum_to_size(x.shape)
 
 
 def batchnorm_share(r, x, out, running_var, weight, *, eps):
@@ -51,20 +51,7 @@ def batchnorm_share(r, x, out, running_var, weight, *, eps):
 def softmax_relevance(r, x, s, *, dim):
     """AttnLRP's softmax rule R_x = x ⊙ (R − s·ΣR). A masked logit (−inf, s = 0) receives nothing."""
     rel = x * (r - s * r.sum(dim, keepdim=True))
-    return torch.where(torch.isfinite(x), rel, torch.zeros_like(rel))
-
-
-def attention_weights(q, k, mask, *, is_causal: bool, scale):
-    """(softmax(q kᵀ·scale + mask), q kᵀ·scale) of ``scaled_dot_product_attention``."""
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    scores = (q @ k.transpose(-1, -2)) * scale
-    logits = scores
-    if is_causal:
-        keep = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
-        logits = logits.masked_fill(~keep, float("-inf"))
-    if mask is not None:
-        logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
-    return logits.softmax(-1), scale
+    return torch.where(torch.isfinite(x), rel, 0.0)
 
 
 def attnlrp_attention(r, q, k, v, mask, out, *, is_causal: bool, scale):

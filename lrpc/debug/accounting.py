@@ -66,8 +66,8 @@ def absorber(plan: "NodePlan") -> str | None:
     elif plan.info.kind == "add" and plan.splitting.mode == "proportional" and plan.splitting.epsilon > 0:
         parts.append("stabiliser")
     elif plan.transform is not None:   # transformer rules (DESIGN.md §9)
-        parts.append({"layernorm_frozen_std": "bias", "constant_add": "constant", "softmax": "softmax",
-                      "attnlrp": "softmax"}[plan.transform])
+        parts.append({"layernorm_frozen_std": "bias", "batchnorm_affine": "bias", "constant_add": "constant",
+                      "softmax": "softmax", "attnlrp": "softmax"}[plan.transform])
     elif plan.info.kind == "maxpool" and plan.maxpool == "avg2x2":
         parts.append("stabiliser")  # a 2x2 block that is all zero drops its relevance into the +eps
     return "+".join(parts) or None

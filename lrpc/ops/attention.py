@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import torch
 
-import torch.fx as fx
-
-from . import Context, OpInfo, Unsupported, is_constant, packet, params, shape
-from .elementwise import GATE_CARRIERS, is_gate
+from . import Context, OpInfo, Unsupported, is_constant, params, shape
+from .elementwise import is_gate, made_by
 
 aten = torch.ops.aten
 
 
 def is_softmax_output(node) -> bool:
     """A softmax's values (possibly reshaped or transposed): attention weights."""
-    while isinstance(node, fx.Node) and packet(node) in GATE_CARRIERS:
-        node = node.args[0]
-    return isinstance(node, fx.Node) and packet(node) in (aten.softmax, aten._softmax)
+    return made_by(node, (aten.softmax, aten._softmax))
 
 
 def softmax(node, ctx: Context) -> OpInfo:

@@ -31,18 +31,19 @@ GATING_ACTIVATIONS = {aten.silu, aten.gelu, aten.relu, aten.tanh, aten.hardswish
                       aten.leaky_relu, aten.elu, aten.celu, aten.selu}
 
 
-def _source(node):
+def made_by(node, ops) -> bool:
+    """Whether ``node``'s values come out of one of ``ops``, moved (reshaped, transposed, cast) but not changed."""
     while isinstance(node, fx.Node) and packet(node) in GATE_CARRIERS:
         node = node.args[0]
-    return node
+    return isinstance(node, fx.Node) and packet(node) in ops
 
 
 def is_gate(node) -> bool:
-    return isinstance(node := _source(node), fx.Node) and packet(node) in GATES
+    return made_by(node, GATES)
 
 
 def is_activated(node) -> bool:
-    return isinstance(node := _source(node), fx.Node) and packet(node) in GATING_ACTIVATIONS
+    return made_by(node, GATING_ACTIVATIONS)
 
 
 def activation(nonneg: str = "never"):
