@@ -121,7 +121,7 @@ def annotate(gm: fx.GraphModule, rules: Rules) -> tuple[dict[fx.Node, NodePlan],
 
 
 def transformer_op(info: OpInfo, rules: Rules) -> tuple[OpInfo, str | None]:
-    """The rule set's choice for the non-linear ops of transformers (DESIGN.md §9): op handlers say what an op
+    """The rule set's choice for the non-linear ops of transformers (docs/transformers.md): op handlers say what an op
     is, this picks its relevance. Returns the (possibly rewired) op and the kernel tag ``relevance_pass`` emits."""
     extra = info.extra
     if info.kind == "batchnorm" and "batchnorm" in extra and rules.batchnorm == "affine":

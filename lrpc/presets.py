@@ -1,4 +1,4 @@
-"""Rule sets: which rule each layer gets, how adds split, where relevance starts (DESIGN.md §4).
+"""Rule sets: which rule each layer gets, how adds split, where relevance starts (docs/presets.md).
 
 A ``Rules`` object maps nodes to rules by module type, by qualified name (glob), by position (``"first"`` /
 ``"last"`` weighted layer, or any predicate on ``LayerContext``), falling back to the per-kind defaults.

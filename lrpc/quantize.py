@@ -1,4 +1,4 @@
-"""Heat Quantization (Otsuki et al. 2024, Eq. 8 as their code computes it; DESIGN.md §5)."""
+"""Heat Quantization (Otsuki et al. 2024, Eq. 8 as their code computes it; docs/metrics.md)."""
 from __future__ import annotations
 
 import torch

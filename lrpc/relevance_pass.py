@@ -271,7 +271,7 @@ class RelevancePass:
             raise AssertionError(f"relevance pass reached node {n.name} of kind {kind}")
 
     def emit_transformer_op(self, plan: NodePlan, r: fx.Node, ins: list[fx.Node]) -> None:
-        """The rule set's relevance for a non-linear op (``annotate.transformer_op``; DESIGN.md §9)."""
+        """The rule set's relevance for a non-linear op (``annotate.transformer_op``; docs/transformers.md)."""
         n, info, transform = plan.node, plan.info, plan.transform
         tag = f"rel_{n.name}"
         if transform == "attnlrp":

@@ -1,4 +1,4 @@
-"""LRP rules for linear maps (conv, linear, pools, means) as small objects (DESIGN.md §2).
+"""LRP rules for linear maps (conv, linear, pools, means) as small objects (docs/rules.md).
 
 A rule has two halves:
 - ``constants(weight, bias)``: the modified parameters (W⁺, W⁻, w + γw⁺, …), computed ONCE at compile time and

@@ -1,4 +1,4 @@
-"""Relevance Splitting at residual adds (Otsuki et al. 2024, §4.3–4.4; DESIGN.md §3).
+"""Relevance Splitting at residual adds (Otsuki et al. 2024, §4.3–4.4; docs/splitting.md).
 
 At y = h_m + h_s the upper relevance R_y is split elementwise between the two operands:
 - ``symmetric``: R/2 each;

@@ -1,5 +1,5 @@
 """Relevance kernels for the non-linear ops of transformers under the ``cp-lrp`` and ``attnlrp`` rule sets
-(DESIGN.md §9). Each is the gradient × input form LXT computes, written as a relevance op:
+(docs/transformers.md). Each is the gradient × input form LXT computes, written as a relevance op:
 
 - LayerNorm with σ frozen: y = (x − μ)/σ · w + β, so with g = w ⊙ R/(σ·y), R_x = x ⊙ (g − mean(g)); β absorbs.
 - ``x + c`` with c a constant (a positional embedding): the z-rule of the add, R_x = x ⊙ R / y; c absorbs the rest.

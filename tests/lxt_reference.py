@@ -1,4 +1,4 @@
-"""LXT 2.1 as the independent reference for the transformer presets (DESIGN.md §9).
+"""LXT 2.1 as the independent reference for the transformer presets (docs/transformers.md).
 
 LXT explains by patching module forwards process-wide (``lxt.efficient.monkey_patch``) and zennit's hook class
 (``monkey_patch_zennit``). Here the same LXT functions are bound to the modules of a deep copy instead, and

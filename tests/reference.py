@@ -1,4 +1,4 @@
-"""A naive LRP reference written from the equations (DESIGN.md §2–3, Otsuki et al. Eq. 3–7).
+"""A naive LRP reference written from the equations (docs/rules.md, docs/splitting.md, Otsuki et al. Eq. 3–7).
 
 Every linear layer is turned into a dense matrix W [n_out, n_in] by pushing the basis vectors through the
 layer's forward function, and every rule is the textbook per-connection formula on the contribution matrix
@@ -96,7 +96,7 @@ def split(mode: str, r, h_main, h_skip, identity_silent: bool, eps: float = 0.0)
     raise ValueError(mode)
 
 
-# ------------------------------------------------------------------------- transformer ops (DESIGN.md §9)
+# ------------------------------------------------------------------------- transformer ops (docs/transformers.md)
 def layernorm_dense(x, weight, bias, r, eps):
     """One token [n] of LayerNorm with σ frozen: the affine map x ↦ (x − mean(x))/σ · w + β as a dense matrix,
     then LRP-0 with β in the denominator."""

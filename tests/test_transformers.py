@@ -1,4 +1,4 @@
-"""Transformer presets ``cp-lrp`` and ``attnlrp`` (DESIGN.md §9): the kernels against LXT's explicit functions and
+"""Transformer presets ``cp-lrp`` and ``attnlrp`` (docs/transformers.md): the kernels against LXT's explicit functions and
 the dense reference, whole-model maps against LXT 2.1 itself on torchvision's ViT, the same weights in every
 attention spelling, every sink reported, batches equal to single samples."""
 from __future__ import annotations

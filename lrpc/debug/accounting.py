@@ -65,7 +65,7 @@ def absorber(plan: "NodePlan") -> str | None:
             parts.append("stabiliser")
     elif plan.info.kind == "add" and plan.splitting.mode == "proportional" and plan.splitting.epsilon > 0:
         parts.append("stabiliser")
-    elif plan.transform is not None:   # transformer rules (DESIGN.md §9)
+    elif plan.transform is not None:   # transformer rules (docs/transformers.md)
         parts.append({"layernorm_frozen_std": "bias", "batchnorm_affine": "bias", "constant_add": "constant",
                       "softmax": "softmax", "attnlrp": "softmax"}[plan.transform])
     elif plan.info.kind == "maxpool" and plan.maxpool == "avg2x2":

@@ -1,4 +1,4 @@
-"""Neuron and path analysis (DESIGN.md §7): channel relevance graphs, top-K relevance paths, path heatmaps,
+"""Neuron and path analysis (docs/paths.md): channel relevance graphs, top-K relevance paths, path heatmaps,
 channel selection, the choice of K, and Zeiler–Fergus deconvnet reconstructions.
 
     graph = lrpc.paths.relevance_graph(explainer, x)            # networkx DiGraph of (layer, channel) nodes

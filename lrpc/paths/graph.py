@@ -1,4 +1,4 @@
-"""``relevance_graph``: the channel relevance graph of one image as a networkx DiGraph (DESIGN.md §7)."""
+"""``relevance_graph``: the channel relevance graph of one image as a networkx DiGraph (docs/paths.md)."""
 from __future__ import annotations
 
 import math

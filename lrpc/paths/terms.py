@@ -9,7 +9,7 @@ The kernels return only R_in; ``decompose`` reads the same constants and keyword
 module passes to the kernel (``Probe.kernel_call``) and returns the parts, so that
 
 - ``flows``: F[c, d] = Σ coef · Σ_k ρ(W)[d, c, k] · G[d, c, k] with G = conv2d_weight(x, s), s = R ⊙ g — all
-  flows of a layer in one weight-gradient call per term (DESIGN.md §7);
+  flows of a layer in one weight-gradient call per term (docs/paths.md);
 - ``path_messages``: the message one upper channel sends to one lower channel, batched over paths as a grouped
   transposed convolution, with no other channel computed.
 
