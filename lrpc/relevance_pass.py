@@ -199,11 +199,13 @@ class RelevancePass:
         elif kind == "move":
             extra = info.extra
             tensors = [self.env[t] for t in extra["tensors"]]
-            message = self.call(extra["back"], (r, ins[0], *tensors), extra["kwargs"], name=tag)
+            kwargs = fx.node.map_arg(extra["kwargs"], self.env.__getitem__)   # a symbolic size (``x[:B]``)
+            message = self.call(extra["back"], (r, ins[0], *tensors), kwargs, name=tag)
             self.send(info.inputs[0], n, message, total)
         elif kind in ("product", "matmul_product", "stack", "scatter"):
             if kind == "scatter":
-                parts = self.call(kernels.scatter_back, (r, *ins), info.extra, name=tag)
+                parts = self.call(kernels.scatter_back, (r, *ins), fx.node.map_arg(info.extra, self.env.__getitem__),
+                                  name=tag)
             elif kind == "product":
                 parts = self.call(kernels.product_relevance, (r, *ins), name=tag)
             elif kind == "matmul_product":
