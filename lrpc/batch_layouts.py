@@ -59,6 +59,8 @@ def measure(gm: fx.GraphModule, example_input: torch.Tensor) -> None:
 
 
 def _needs_measuring(n: fx.Node, batch) -> bool:
+    if not isinstance(n.meta.get("val"), torch.Tensor):
+        return False
     dim, inner = batch_layout(n)
     if inner is not None or not _has_batch(n, batch):
         return True
@@ -66,6 +68,8 @@ def _needs_measuring(n: fx.Node, batch) -> bool:
     if source is None or packet(n) not in _DIM_OPS | {aten.index}:
         return False
     source_dim = batch_layout(source)[0]
+    if packet(n) is aten.slice and n.meta["val"].shape == source.meta["val"].shape:
+        return False   # x[:, ...]: the whole batch
     p = params(n)
     if packet(n) is aten.index:
         indices = p.get("indices", ())
