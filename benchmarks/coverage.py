@@ -6,6 +6,11 @@ time ÷ forward time (batch 2, eager, this machine).
 
     python benchmarks/coverage.py                      # the Hugging Face and timm lists of tests/zoo.py
     python benchmarks/coverage.py --only hf --json out/coverage.json
+    python benchmarks/coverage.py --only modalities --dtype float64   # audio, time series, video, volumes
+
+The modality list (tests/modality_zoo.py) is compiled on one sample and explained on a batch of three; its
+``batch-3 check`` is the largest difference between a row of the batch and the same sample explained alone
+(relevance and every layer sum, relative to the largest |relevance|).
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import lrpc  # noqa: E402
+import modality_zoo  # noqa: E402
 import zoo  # noqa: E402
 
 
@@ -32,12 +38,23 @@ def _median_time(fn, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def measure(name: str, build, rules: str, dtype: torch.dtype) -> dict:
+def batch_check(explainer, exp, x) -> float:
+    """Largest |batch row − the sample explained alone| over relevance and layer sums, relative."""
+    worst = 0.0
+    for k in range(x.shape[0]):
+        single = explainer(x[k:k + 1], target=exp.target[k:k + 1])
+        for batched, alone in ((exp.relevance, single.relevance), (exp.layer_sum_matrix, single.layer_sum_matrix)):
+            scale = float(batched[k].abs().max()) or 1.0
+            worst = max(worst, float((batched[k:k + 1] - alone).abs().max()) / scale)
+    return worst
+
+
+def measure(name: str, build, rules: str, dtype: torch.dtype, batch: int = 2, check_batch: bool = False) -> dict:
     row = {"model": name}
     try:
         model, example = build()
         model = model.to(dtype)
-        x = torch.randn(2, *example.shape[1:], dtype=dtype)
+        x = torch.randn(batch, *example.shape[1:], dtype=dtype)
         start = time.perf_counter()
         explainer = lrpc.compile(model, rules, example_input=x[:1])
         row["compile_s"] = time.perf_counter() - start
@@ -50,6 +67,8 @@ def measure(name: str, build, rules: str, dtype: torch.dtype) -> dict:
                    absorbed_share=float((absorbed / scale).abs().max()),
                    closing_error=float(((relevance + absorbed - exp.start).abs() / scale).max()),
                    sinks=sorted(exp.absorbed)[:5])
+        if check_batch:
+            row["batch_check"] = batch_check(explainer, exp, x)
         with torch.inference_mode():
             forward = _median_time(lambda: model(x))
         row["explain_over_forward"] = _median_time(lambda: explainer(x)) / forward
@@ -59,20 +78,24 @@ def measure(name: str, build, rules: str, dtype: torch.dtype) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| model | compiled | conservation error | absorbed share | closing error | compile s | explain ÷ forward |",
-             "|---|---|---|---|---|---|---|"]
+    checked = any("batch_check" in r for r in rows)
+    extra = (" batch-3 check |", "---|") if checked else ("", "")
+    lines = ["| model | compiled | conservation error | absorbed share | closing error | compile s | explain ÷ forward |"
+             + extra[0], "|---|---|---|---|---|---|---|" + extra[1]]
     for r in rows:
         if r["compiled"]:
             lines.append(f"| {r['model']} | yes | {r['conservation_error']:.1e} | {r['absorbed_share']:.2f} | "
-                         f"{r['closing_error']:.1e} | {r['compile_s']:.1f} | {r['explain_over_forward']:.1f} |")
+                         f"{r['closing_error']:.1e} | {r['compile_s']:.1f} | {r['explain_over_forward']:.1f} |"
+                         + (f" {r['batch_check']:.1e} |" if checked else ""))
         else:
-            lines.append(f"| {r['model']} | no: {r['reason']} | | | | | |")
+            lines.append(f"| {r['model']} | no: {r['reason']} | | | | | |" + (" |" if checked else ""))
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["hf", "timm"], help="one list only")
+    parser.add_argument("--only", choices=["hf", "timm", "modalities"],
+                        help="one list only (modalities: only when named)")
     parser.add_argument("--models", nargs="*", help="names from the lists (default: all)")
     parser.add_argument("--rules", default="default")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
@@ -84,11 +107,15 @@ def main() -> None:
         builds.update({f"hf:{k}": v for k, v in zoo.HF_MODELS.items()})
     if args.only in (None, "timm"):
         builds.update({f"timm:{k}": (lambda k=k: zoo.timm_model(k)) for k in zoo.TIMM_MODELS})
+    if args.only == "modalities":
+        builds = {f"{modality_zoo.ZOO[k][0]}:{k}": (lambda k=k: modality_zoo.build(k)) for k in modality_zoo.ZOO}
     if args.models:
         builds = {k: v for k, v in builds.items() if k in args.models or k.split(":", 1)[1] in args.models}
     rows = []
     for name, build in builds.items():
-        rows.append(measure(name, build, args.rules, getattr(torch, args.dtype)))
+        modalities = args.only == "modalities"
+        rows.append(measure(name, build, args.rules, getattr(torch, args.dtype), batch=3 if modalities else 2,
+                            check_batch=modalities))
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)

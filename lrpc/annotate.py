@@ -198,12 +198,13 @@ def _check_rule(plan: NodePlan, gm: fx.GraphModule) -> None:
 
 
 def _check_maxpool(plan: NodePlan, gm: fx.GraphModule) -> None:
-    n, (kernel, stride, padding, dilation, ceil_mode) = plan.node, plan.info.args
-    if plan.maxpool == "proportional" and dilation != (1, 1):
+    n, window = plan.node, plan.info.extra["window"]
+    dilation = window.get("dilation", ())
+    if plan.maxpool == "proportional" and any(d != 1 for d in dilation):
         raise LrpcError(f"node {n.name!r}: proportional max-pool relevance needs dilation 1, got {dilation}")
     if plan.maxpool == "avg2x2":
-        h, w = shape(plan.info.inputs[0])[-2:]
-        if tuple(shape(n)[-2:]) != (h // 2, w // 2):
-            raise LrpcError(f"node {n.name!r}: the 2x2 average stand-in for max-pool maps {h}x{w} to "
-                            f"{h // 2}x{w // 2}, but the pool's output is {tuple(shape(n)[-2:])}; use "
+        spatial = tuple(shape(plan.info.inputs[0])[2:])
+        if tuple(shape(n)[2:]) != tuple(s // 2 for s in spatial):
+            raise LrpcError(f"node {n.name!r}: the 2x2 average stand-in for max-pool maps {spatial} to "
+                            f"{tuple(s // 2 for s in spatial)}, but the pool's output is {tuple(shape(n)[2:])}; use "
                             "maxpool='winner' or 'proportional' for this model")

@@ -21,7 +21,7 @@ import torch.fx as fx
 from torch.fx.passes.shape_prop import ShapeProp, _extract_tensor_metadata
 
 from .errors import LrpcError
-from .ops import batch_layout, depends_on_input, is_tensor, packet, params, shape
+from .ops import depends_on_input, is_tensor, packet, params, shape
 from .trace import module_path
 
 aten = torch.ops.aten
@@ -239,42 +239,3 @@ def check_same_output(reference: torch.Tensor, canonical: torch.Tensor, model_na
 def module_of(node: fx.Node, gm: fx.GraphModule | None = None) -> tuple[str | None, str | None]:
     """(qualified module path, type name) a node came from."""
     return module_path(node)
-
-
-def measure_batch_layouts(gm: fx.GraphModule, example_input: torch.Tensor) -> None:
-    """Where export merged the batch with other sizes in one dimension, find how: run the graph on two samples,
-    then again with the second one changed; the elements that change belong to it. Of the layouts [outer, B,
-    inner] the dimension can have, the one whose second-sample positions cover the changes is recorded."""
-    merged = [n for n in gm.graph.nodes if n.op == "call_function" and is_tensor(n)
-              and batch_layout(n)[1] is not None]
-    if not merged:
-        return
-    pair = example_input[:1].expand(2, *example_input.shape[1:]).clone()
-    changed = pair.clone()
-    changed[1] = changed[1] + torch.randn_like(changed[1]) * (changed[1].std() + 1)
-    values = [_values(gm, x, merged) for x in (pair, changed)]
-    for n in merged:
-        dim = batch_layout(n)[0]
-        moved = (values[0][n] != values[1][n]).movedim(dim, 0).reshape(values[0][n].shape[dim], -1).any(1)
-        size = moved.shape[0]
-        fits = [i for i in range(1, size // 2 + 1) if (size // 2) % i == 0
-                and not moved[(torch.arange(size) // i) % 2 == 0].any()]
-        if not fits:
-            raise LrpcError(f"node {n.name!r}: cannot tell which elements of its dimension {dim} belong to which "
-                            "sample (the batch is merged with other sizes in a way lrpc does not follow)")
-        n.meta["lrpc_batch_inner"] = max(fits, key=lambda i: int(moved[(torch.arange(size) // i) % 2 == 1].sum()))
-
-
-def _values(gm: fx.GraphModule, x: torch.Tensor, nodes: list[fx.Node]) -> dict[fx.Node, torch.Tensor]:
-    wanted, found = set(nodes), {}
-
-    class Recorder(fx.Interpreter):
-        def run_node(self, n):
-            value = super().run_node(n)
-            if n in wanted:
-                found[n] = value.detach().clone()
-            return value
-
-    with torch.no_grad():
-        Recorder(gm).run(x)
-    return found

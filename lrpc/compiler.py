@@ -6,7 +6,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from . import canonicalize
+from . import batch_layouts, canonicalize
 from .annotate import annotate
 from .fingerprint import device_and_dtype
 from .ops import shape
@@ -54,7 +54,7 @@ def compile(model: nn.Module, rules: Rules | str | None = "default", example_inp
     if rules.batchnorm == "fold":
         canonicalize.fold_batchnorm(gm)
     canonicalize.check_same_output(reference, canonicalize.propagate_shapes(gm, example_input), type(model).__name__)
-    canonicalize.measure_batch_layouts(gm, example_input)
+    batch_layouts.measure(gm, example_input)
     plans, logits = annotate(gm, rules)
     module, layer_names, pairings = RelevancePass(gm, plans, logits, rules.start, example_input.dtype,
                                                      keep, debug).run()

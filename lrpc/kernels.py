@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import windows
 from .errors import LrpcError
 from .stabilizers import divide
 
@@ -201,6 +202,25 @@ def unpad(r: torch.Tensor, *, pad: tuple[int, ...]) -> torch.Tensor:
     return F.pad(r, [-p for p in pad])
 
 
+def pad_back(r: torch.Tensor, x: torch.Tensor, *, pad: tuple[int, ...], mode: str) -> torch.Tensor:
+    """A reflect / replicate / circular pad copies input values to the border: each copy's relevance returns to
+    its source. The sources are found by padding the positions 0..n-1 of one sample the same way."""
+    positions = torch.arange(x[:1].numel(), dtype=torch.float64, device=x.device).view(x[:1].shape)
+    sources = F.pad(positions, list(pad), mode=mode).long().flatten()
+    back = r.new_zeros(r.shape[0], x[:1].numel())
+    return back.index_add_(1, sources, r.flatten(1)).view(r.shape[0], *x.shape[1:])
+
+
+def unfold_back(r: torch.Tensor, x: torch.Tensor, *, dim: int, size: int, step: int) -> torch.Tensor:
+    """``x.unfold(dim, size, step)``: every window's relevance back to the values it copied, overlaps summed."""
+    return aten.unfold_backward(r, list(x.shape), dim, size, step)
+
+
+def im2col_back(r: torch.Tensor, x: torch.Tensor, *, kernel_size, dilation, padding, stride) -> torch.Tensor:
+    """``nn.Unfold``: the patches' relevance back onto the image (col2im, its adjoint); the padding's is dropped."""
+    return aten.col2im(r, list(x.shape[-2:]), list(kernel_size), list(dilation), list(padding), list(stride))
+
+
 def check_finite(t: torch.Tensor, *, node: str, what: str) -> torch.Tensor:
     """Debug mode (``lrpc.compile(..., debug=True)``): pass ``t`` through, or raise naming the node that made it
     if it holds NaN or Inf. The generated code checks in execution order, so the first raise is the origin."""
@@ -214,18 +234,22 @@ def check_finite(t: torch.Tensor, *, node: str, what: str) -> torch.Tensor:
     return t
 
 
-def maxpool_relevance(a, out, r, *, mode, kernel, stride, padding, dilation, ceil_mode, eps, indices=None):
-    """``winner``: all to each window's arg-max (the gradient of max; ``indices``: the arg-max its forward
-    found); ``proportional``: to every input of the window in proportion to its activation; ``avg2x2``: the
-    Otsuki et al. stand-in, a 2x2/stride-2 average pool used in the relevance pass only (does not conserve where
-    a 2x2 block is all zero but its 3x3 window is not)."""
+def maxpool_relevance(a, out, r, *, mode, window, eps, indices=None):
+    """Max-pools of every rank, fixed or adaptive ``window`` (``lrpc.windows``). ``winner``: all to each window's
+    arg-max (the gradient of max; ``indices``: the arg-max its forward found); ``proportional``: to every input of
+    the window in proportion to its activation; ``avg2x2``: the Otsuki et al. stand-in, a 2x2/stride-2 average
+    pool (2x2x2 on volumes) used in the relevance pass only (does not conserve where a 2x2 block is all zero but
+    its 3x3 window is not)."""
     if mode == "winner":
-        return aten.max_pool2d_with_indices_backward(r, a, kernel, stride, padding, dilation, ceil_mode, indices)
+        if indices is None:
+            indices = windows.max_pool(a, **window)[1]
+        return windows.unpool(r, a, indices)
     if mode == "avg2x2":
-        kernel, stride, padding, ceil_mode = (2, 2), (2, 2), (0, 0), False
-    z = F.avg_pool2d(a, kernel, stride, padding, ceil_mode, True)
+        rank = a.dim() - 2
+        window = {"kernel": (2,) * rank, "stride": (2,) * rank, "padding": (0,) * rank}
+    z = windows.window_mean(a, **window)
     s = divide(r, z, "add" if mode == "avg2x2" else "none", eps)
-    return a * aten.avg_pool2d_backward(s, a, kernel, stride, padding, ceil_mode, True, None)
+    return a * windows.window_mean_transpose(s, a, **window)
 
 
 def amax_relevance(a, out, r, *, dims, keepdim):

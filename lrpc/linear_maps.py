@@ -1,8 +1,8 @@
 """The linear maps LRP rules act on, each as a forward and its transpose (the input-gradient of the map).
 
 A rule is written once against this interface (``forward(x, w, b, args)``, ``transpose(s, like, w, args)``) and
-then applies to convolutions of any dimension, fully connected layers, average pools, adaptive pools and
-means alike. ``args`` is a tuple of plain Python values so it prints in the generated code.
+then applies to convolutions of any dimension, fully connected layers, average pools, adaptive pools,
+upsampling, folds and means alike; the window maps hold for 1-D, 2-D and 3-D inputs (``lrpc.windows``). ``args`` is a tuple of plain Python values so it prints in the generated code.
 Weightless maps (pools, means) have ``weighted = False``; their implicit weights are all non-negative.
 """
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from . import windows
 
 aten = torch.ops.aten
 
@@ -107,26 +109,45 @@ def _linear_transpose(s, like, w, args):
     return s @ w
 
 
-def _avg_pool2d_forward(x, w, b, args):
-    return F.avg_pool2d(x, *args)
-
-
-def _avg_pool2d_transpose(s, like, w, args):
+def _avg_pool_forward(x, w, b, args):
     kernel, stride, padding, ceil_mode, count_include_pad, divisor_override = args
-    return aten.avg_pool2d_backward(s, like, kernel, stride, padding, ceil_mode, count_include_pad,
-                                    divisor_override)
+    return windows.avg_pool(x, kernel=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                            count_include_pad=count_include_pad, divisor_override=divisor_override)
 
 
-def _adaptive_avg_pool2d_forward(x, w, b, args):
-    if len(args[0]) == 1:   # a 1-d pool is the 2-d one on a height-1 image
-        return F.adaptive_avg_pool2d(x.unsqueeze(-2), (1, *args[0])).squeeze(-2)
-    return F.adaptive_avg_pool2d(x, args[0])
+def _avg_pool_transpose(s, like, w, args):
+    kernel, stride, padding, ceil_mode, count_include_pad, divisor_override = args
+    return windows.avg_pool_transpose(s, like, kernel=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                                      count_include_pad=count_include_pad, divisor_override=divisor_override)
 
 
-def _adaptive_avg_pool2d_transpose(s, like, w, args):
-    if len(args[0]) == 1:
-        return aten._adaptive_avg_pool2d_backward(s.unsqueeze(-2), like.unsqueeze(-2)).squeeze(-2)
-    return aten._adaptive_avg_pool2d_backward(s, like)
+def _adaptive_avg_pool_forward(x, w, b, args):
+    return windows.adaptive_avg_pool(x, output_size=args[0])
+
+
+def _adaptive_avg_pool_transpose(s, like, w, args):
+    return windows.adaptive_avg_pool_transpose(s, like, output_size=args[0])
+
+
+def _upsample_forward(x, w, b, args):
+    mode, size, align_corners, scales = args
+    return windows.upsample(x, mode=mode, size=size, align_corners=align_corners, scales=scales)
+
+
+def _upsample_transpose(s, like, w, args):
+    mode, size, align_corners, scales = args
+    return windows.upsample_transpose(s, like, mode=mode, size=size, align_corners=align_corners, scales=scales)
+
+
+def _fold_forward(x, w, b, args):
+    """``nn.Fold``: patches [B, C·k, L] summed into an image, overlaps added."""
+    output_size, kernel, dilation, padding, stride = args
+    return aten.col2im(x, list(output_size), list(kernel), list(dilation), list(padding), list(stride))
+
+
+def _fold_transpose(s, like, w, args):
+    output_size, kernel, dilation, padding, stride = args
+    return aten.im2col(s, list(kernel), list(dilation), list(padding), list(stride))
 
 
 def _reduce_forward(x, w, b, args):
@@ -144,34 +165,14 @@ def _reduce_transpose(s, like, w, args):
     return s / math.prod(like.shape[d] for d in dims) if mean else s
 
 
-def _upsample(mode: str):
-    """Nearest / (bi)linear upsampling to a fixed size: a weightless map with non-negative implicit weights."""
-    interpolate_mode = {"nearest": "nearest", "bilinear": "bilinear", "linear": "linear"}[mode]
-
-    def forward(x, w, b, args):
-        size, align_corners = args
-        return F.interpolate(x, size=list(size), mode=interpolate_mode,
-                             align_corners=None if mode == "nearest" else align_corners)
-
-    def transpose(s, like, w, args):
-        size, align_corners = args
-        in_size = list(like.shape)
-        if mode == "nearest":
-            backward = aten.upsample_nearest2d_backward if len(size) == 2 else aten.upsample_nearest1d_backward
-            return backward(s, list(size), in_size, *([None] * len(size)))
-        backward = aten.upsample_bilinear2d_backward if len(size) == 2 else aten.upsample_linear1d_backward
-        return backward(s, list(size), in_size, align_corners, *([None] * len(size)))
-
-    return LinearMap(f"upsample_{mode}", False, forward, transpose)
-
-
 LINEAR_MAPS: dict[str, LinearMap] = {
     m.name: m for m in (
         LinearMap("conv", True, _conv_forward, _conv_transpose),
         LinearMap("linear", True, _linear_forward, _linear_transpose),
-        LinearMap("avg_pool2d", False, _avg_pool2d_forward, _avg_pool2d_transpose),
-        LinearMap("adaptive_avg_pool2d", False, _adaptive_avg_pool2d_forward, _adaptive_avg_pool2d_transpose),
+        LinearMap("avg_pool", False, _avg_pool_forward, _avg_pool_transpose),
+        LinearMap("adaptive_avg_pool", False, _adaptive_avg_pool_forward, _adaptive_avg_pool_transpose),
         LinearMap("reduce", False, _reduce_forward, _reduce_transpose),
-        _upsample("nearest"), _upsample("bilinear"), _upsample("linear"),
+        LinearMap("upsample", False, _upsample_forward, _upsample_transpose),
+        LinearMap("fold", False, _fold_forward, _fold_transpose),
     )
 }

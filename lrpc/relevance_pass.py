@@ -18,9 +18,8 @@ from typing import Iterable
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 
-from . import kernels, transformer_rules
+from . import kernels, transformer_rules, windows
 from .annotate import NodePlan
 from .errors import LrpcError
 from .ops import batch_layout, shape
@@ -139,11 +138,16 @@ class RelevancePass:
 
     def copy_forward(self, n: fx.Node) -> fx.Node:
         """The forward node in the generated graph. A winner-take-all max-pool keeps the arg-max indices its
-        forward finds anyway, so its relevance op need not run the pool a second time."""
+        forward finds anyway (or that its ``_with_indices`` form returns), so its relevance op need not run the
+        pool a second time."""
         plan = self.plans.get(n)
         if plan is None or plan.maxpool != "winner":
             return self.graph.node_copy(n, self.env.__getitem__)
-        pooled = self.call(F.max_pool2d_with_indices, (self.env[plan.info.inputs[0]], *plan.info.args),
+        pool_node = plan.info.extra["with_indices"]
+        if pool_node is not None:
+            self.maxpool_indices[n] = self.call(operator.getitem, (self.env[pool_node], 1), name=f"{n.name}_indices")
+            return self.graph.node_copy(n, self.env.__getitem__)
+        pooled = self.call(windows.max_pool, (self.env[plan.info.inputs[0]],), plan.info.extra["window"],
                            name=f"{n.name}_with_indices")
         self.maxpool_indices[n] = self.call(operator.getitem, (pooled, 1), name=f"{n.name}_indices")
         return self.call(operator.getitem, (pooled, 0), name=n.name)
@@ -195,11 +199,13 @@ class RelevancePass:
         elif kind == "move":
             extra = info.extra
             tensors = [self.env[t] for t in extra["tensors"]]
-            message = self.call(extra["back"], (r, ins[0], *tensors), extra["kwargs"], name=tag)
+            kwargs = fx.node.map_arg(extra["kwargs"], self.env.__getitem__)   # a symbolic size (``x[:B]``)
+            message = self.call(extra["back"], (r, ins[0], *tensors), kwargs, name=tag)
             self.send(info.inputs[0], n, message, total)
         elif kind in ("product", "matmul_product", "stack", "scatter"):
             if kind == "scatter":
-                parts = self.call(kernels.scatter_back, (r, *ins), info.extra, name=tag)
+                parts = self.call(kernels.scatter_back, (r, *ins), fx.node.map_arg(info.extra, self.env.__getitem__),
+                                  name=tag)
             elif kind == "product":
                 parts = self.call(kernels.product_relevance, (r, *ins), name=tag)
             elif kind == "matmul_product":
@@ -237,10 +243,8 @@ class RelevancePass:
             message = self.call(rule.kernel, (ins[0], out, r, *consts), kwargs, name=tag)
             self.send(info.inputs[0], n, message)
         elif kind == "maxpool":
-            kernel, stride, padding, dilation, ceil_mode = info.args
             message = self.call(kernels.maxpool_relevance, (ins[0], self.env[n], r),
-                                {"mode": plan.maxpool, "kernel": kernel, "stride": stride, "padding": padding,
-                                 "dilation": dilation, "ceil_mode": ceil_mode, "eps": plan.maxpool_epsilon,
+                                {"mode": plan.maxpool, "window": info.extra["window"], "eps": plan.maxpool_epsilon,
                                  "indices": self.maxpool_indices.get(n)}, name=tag)
             self.send(info.inputs[0], n, message)
         elif kind == "amax":

@@ -11,6 +11,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from . import modalities
 from .annotate import NodePlan
 from .errors import LrpcError
 from .fingerprint import Fingerprint, training_modules
@@ -68,9 +69,13 @@ class Explanation:
         return {name: self.node_sum_matrix[:, k] for k, name in enumerate(self.layer_names)}
 
     def heatmap(self, quantize: int | None = None) -> torch.Tensor:
-        """Channel sum of the input relevance [B, H, W]; ``quantize=8`` applies Heat Quantization with Q = 8."""
-        heat = self.relevance.sum(1)
-        return heat if quantize is None else heat_quantize(heat, quantize)
+        """Channel sum of the input relevance: [B, H, W] for images, [B, T] for waveforms, [B, C, T] kept per
+        channel for multichannel signals, [B, T, H, W] for videos, [B, D, H, W] for volumes
+        (``lrpc.modalities``); ``quantize=8`` applies Heat Quantization with Q = 8."""
+        heat = modalities.heatmap(self.relevance, self.explainer.channel_axis)
+        if quantize is None:
+            return heat
+        return heat_quantize(heat.reshape(heat.shape[0], 1, -1), quantize).view_as(heat)   # per sample, any rank
 
     def conservation_error(self) -> torch.Tensor:
         """Per sample: the largest |layer sum − start| relative to |start|."""
@@ -163,6 +168,7 @@ class Explainer:
         self._gate = _SharedExclusive()
         self._rebuild_lock = threading.Lock()     # one rebuild at a time; calls wait on the gate, not on this
         self.rebuilds = 0                         # how often the model changed under this explainer
+        self._channel_axis: int | None = None     # of the input, for heatmaps; found on first use
 
     # the current build's parts, under the names they always had
     module = property(lambda self: self._build.module, doc="The generated GraphModule (forward + relevance).")
@@ -172,6 +178,21 @@ class Explainer:
     input_shape = property(lambda self: self._build.input_shape, doc="The example_input's shape.")
     num_classes = property(lambda self: self._build.num_classes, doc="Output classes (1 for a single score).")
     dtype = property(lambda self: self._build.dtype, doc="The input dtype the module was compiled for.")
+
+    @property
+    def channel_axis(self) -> int:
+        """The input axis ``exp.heatmap()`` sums over: read from the model's first convolution
+        (``lrpc.modalities.channel_axis``) unless set here (``explainer.channel_axis = 2``)."""
+        if self._channel_axis is None:
+            self._channel_axis = modalities.channel_axis(self.input_shape, self.plans)
+        return self._channel_axis
+
+    @channel_axis.setter
+    def channel_axis(self, axis: int) -> None:
+        if not 1 <= axis < len(self.input_shape):
+            raise LrpcError(f"channel_axis must name an input axis after the batch (1..{len(self.input_shape) - 1} "
+                            f"for inputs like {self.input_shape}), got {axis}")
+        self._channel_axis = axis
 
     def follow(self, model: nn.Module, rebuild: Callable[[], "Explainer"]) -> None:
         """Watch ``model`` from now on; ``rebuild()`` compiles it again as it is then (``lrpc.compile`` passes a

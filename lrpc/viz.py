@@ -4,6 +4,8 @@ Colour mapping and blending are plain numpy; writing PNGs needs Pillow and :func
 (``pip install 'lrpc[viz]'``). Both are imported only when used, with an error that says what to install.
 
 Maps are [H, W] arrays or tensors (``exp.heatmap()[k]``); images are [H, W, 3] uint8 or floats in [0, 1].
+Waveforms, multichannel signals, spectrograms, videos and volumes have their own pictures (``save_signal``,
+``save_spectrogram``, ``save_frames`` / ``save_gif``, ``save_slices``; ``lrpc.modality_pictures``).
 
 - ``"signed"``: blue – white – red, centred at zero after *symmetric* normalisation (divide by the largest
   |R|), so equal colours mean equal |relevance| on both sides and zero is white;
@@ -202,3 +204,11 @@ def _is_single_image(images) -> bool:
     if isinstance(images, (torch.Tensor, np.ndarray)):
         return images.ndim in (2, 3) and (images.ndim == 2 or images.shape[-1] == 3)
     return False
+
+
+# pictures of signals, spectrograms, videos and volumes (they use the colour mapping above)
+from .modality_pictures import (frame_strip, orthogonal_slices, save_frames, save_gif, save_signal,  # noqa: E402
+                                save_slices, save_spectrogram)
+
+__all__ += ["save_signal", "save_spectrogram", "frame_strip", "save_frames", "save_gif", "orthogonal_slices",
+            "save_slices"]

@@ -3,7 +3,8 @@
 Per image NAME it writes ``NAME_overlay.png`` (the map over the image), ``NAME_heatmap.png`` (the bare map),
 ``NAME_relevance.npy`` (the input relevance [C, H, W], float32) and ``NAME.json`` (prediction, probability,
 start relevance, worst conservation error). Every input is checked before the model is compiled, so a bad
-image, model, weights file or output directory fails at once with a message naming it.
+image, model, weights file or output directory fails at once with a message naming it. Tensor and audio files
+(``.npy``, ``.pt``, ``.wav`` ...) are explained by ``explain_samples`` with the picture of their modality.
 """
 from __future__ import annotations
 
@@ -17,14 +18,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .. import viz
+from .. import modalities, viz
 from ..compiler import compile as compile_explainer
 from ..data.folder import IMAGE_EXTENSIONS, preprocess_image
+from ..data.samples import SAMPLE_EXTENSIONS, is_sample_file
 from ..data.normalization import IMAGENET_MEAN, IMAGENET_STD, denormalize
 from ..errors import LrpcError
 from ..imagenet_classes import IMAGENET_CLASSES, imagenet_class_index
 from ..presets import PRESETS, START_MODES, preset
-from . import LoadedModel, add_model_arguments, load_model, open_image, prepare_output_dir
+from . import LoadedModel, add_model_arguments, explain_samples, load_model, open_image, prepare_output_dir
 
 NORMALIZATIONS = ("model", "imagenet", "none")
 
@@ -35,7 +37,9 @@ def register(subparsers) -> None:
         description="Explain each image's prediction (or --target class) and write an overlay PNG, a heatmap "
                     "PNG, the relevance as .npy and a summary JSON per image into the output directory.")
     parser.add_argument("images", nargs="+", metavar="IMAGES_OR_DIRS",
-                        help=f"image files, or directories searched recursively for {', '.join(IMAGE_EXTENSIONS)}")
+                        help=f"image files, or directories searched recursively for {', '.join(IMAGE_EXTENSIONS)}; "
+                             f"or tensor / audio files ({', '.join(SAMPLE_EXTENSIONS)}), one model input each "
+                             "without the batch dimension (audio needs pip install 'lrpc[audio]')")
     add_model_arguments(parser)
     parser.add_argument("--rules", default="default", choices=list(PRESETS), metavar="PRESET",
                         help=f"rule preset (default: default); one of {', '.join(PRESETS)}")
@@ -57,6 +61,12 @@ def register(subparsers) -> None:
                              "for models that declare none), ImageNet mean/std, or none (pixels in [0, 1])")
     parser.add_argument("--cmap", choices=tuple(viz.COLORMAPS), default="signed", help="heatmap colormap")
     parser.add_argument("--alpha", type=float, default=0.7, help="overlay opacity at the strongest relevance")
+    parser.add_argument("--modality", choices=modalities.MODALITIES,
+                        help="picture for tensor and audio files (default: guessed from the sample's shape: [T] "
+                             "audio, [C, T] one row per channel, [C, H, W] image, [C, T, H, W] video with 3 "
+                             "channels, else volume)")
+    parser.add_argument("--sample-rate", type=float, metavar="HZ", help="time axis of signal pictures in seconds "
+                        "(audio files bring their own)")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory (created)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-image lines")
     parser.set_defaults(func=run)
@@ -67,9 +77,11 @@ def collect_images(inputs: Sequence[str]) -> list[Path]:
     found: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            files = sorted(p for p in item.rglob("*") if p.is_file()
+                           and p.suffix.lower() in IMAGE_EXTENSIONS + SAMPLE_EXTENSIONS)
             if not files:
-                raise LrpcError(f"directory {item} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+                raise LrpcError(f"directory {item} holds no images ({', '.join(IMAGE_EXTENSIONS)}) and no "
+                                f"tensor or audio files ({', '.join(SAMPLE_EXTENSIONS)})")
             found += files
         elif item.is_file():
             found.append(item)
@@ -163,6 +175,10 @@ def run(args: argparse.Namespace) -> int:
         raise LrpcError(f"--alpha must be in [0, 1], got {args.alpha}")
 
     images = collect_images(args.images)
+    if any(map(is_sample_file, images)):
+        if not all(map(is_sample_file, images)):
+            raise LrpcError("explain images or tensor/audio files in one call, not both")
+        return explain_samples.run(args, images, output_names(images), device)
     for path in images:  # decode every image once up front: a bad file fails before any work is done
         open_image(path)
     loaded = load_model(args.model, args.weights)

@@ -80,8 +80,21 @@ def packet(node: fx.Node) -> Any:
     return getattr(node.target, "overloadpacket", node.target) if node.op == "call_function" else None
 
 
+# ops whose tensor arguments at these positions are read for their dtype, device or shape only
+_METADATA_ARGS = {aten.type_as: (1,), aten.zeros_like: (0,), aten.ones_like: (0,), aten.empty_like: (0,),
+                  aten.full_like: (0,), aten.new_zeros: (0,), aten.new_ones: (0,), aten.new_empty: (0,),
+                  aten.new_full: (0,)}
+
+
+def _value_inputs(n: fx.Node) -> list[fx.Node]:
+    skip = _METADATA_ARGS.get(packet(n), ())
+    metadata = {a for k, a in enumerate(n.args) if k in skip and isinstance(a, fx.Node)}
+    return [i for i in n.all_input_nodes if i not in metadata]
+
+
 def depends_on_input(node: fx.Node) -> bool:
-    """Whether the input's values flow into this node; parameters, constants and sizes (``x.shape[0]``) do not."""
+    """Whether the input's values flow into this node; parameters, constants and sizes (``x.shape[0]``) do not,
+    nor does a tensor whose dtype alone is read (VideoMAE's ``pos.type_as(embeddings)``)."""
     if "lrpc_depends_on_input" not in node.meta:
         stack, seen, found = [node], set(), False
         while stack and not found:
@@ -90,7 +103,7 @@ def depends_on_input(node: fx.Node) -> bool:
                 continue
             seen.add(n)
             found = n.op == "placeholder" or n.meta.get("lrpc_depends_on_input", False)
-            stack.extend(i for i in n.all_input_nodes if is_tensor(i) or _holds_tensors(i))
+            stack.extend(i for i in _value_inputs(n) if is_tensor(i) or _holds_tensors(i))
         node.meta["lrpc_depends_on_input"] = found
     return node.meta["lrpc_depends_on_input"]
 
@@ -104,7 +117,7 @@ def batch_layout(node: fx.Node) -> tuple[int, int | None]:
     """(dimension, inner) of the samples in ``node``'s output, read off export's symbolic shapes. ``inner`` is
     None for the usual [B, ...] (the dimension is the batch alone); where the batch is merged with other sizes
     (Swin's windows [B·nW, ...], attention's [L·B, E]) the dimension is [outer, B, inner] flattened, and
-    ``inner`` is measured by ``canonicalize.measure_batch_layouts``."""
+    ``inner`` is measured by ``batch_layouts.measure``."""
     batch = node.graph.owning_module.meta.get("lrpc_batch_symbol") if node.graph.owning_module else None
     value = node.meta.get("val")
     if batch is None or not isinstance(value, torch.Tensor):
@@ -148,8 +161,13 @@ def op_info(node: fx.Node, ctx: Context) -> OpInfo:
     """The table lookup. Raises ``Unsupported`` for nodes on the relevance path that have no entry."""
     if node.op == "placeholder":
         return OpInfo("input")
-    if node.op in ("get_attr", "output") or not is_tensor(node) or not depends_on_input(node):
+    if node.op in ("get_attr", "output") or not is_tensor(node) or not depends_on_input(node) \
+            or node.meta.get("lrpc_constant_part"):
         return OpInfo("inert")
+    if node.meta.get("lrpc_mixes_samples"):
+        raise Unsupported("its values of one sample depend on other samples of the batch (or lrpc cannot tell "
+                          "which elements belong to which sample), measured at compile time; lrpc explains "
+                          "each sample on its own")
     handler = TABLE.get(packet(node))
     if handler is None:
         raise Unsupported("no relevance op for this operation (extend lrpc.ops with an entry for it)")

@@ -1,6 +1,7 @@
 """Structural ops: relevance moves back to where each value came from (the op's transpose), and pools that
 select. Views and permutations move it; slices, selections and gathers scatter it back; broadcasts sum it back;
-concatenation splits it; zero padding crops it; max-pools give it to the winners."""
+concatenation splits it; constant padding crops it, reflect/replicate padding and unfolds sum it back over their
+copies; max-pools (every rank, fixed or adaptive windows) give it to the winners."""
 from __future__ import annotations
 
 import operator
@@ -9,7 +10,7 @@ import torch
 import torch.fx as fx
 
 from .. import kernels
-from . import Context, OpInfo, Unsupported, dims_of, normalization, packet, params, shape
+from . import Context, OpInfo, Unsupported, batch_layout, dims_of, linear, normalization, packet, params, shape
 
 aten = torch.ops.aten
 
@@ -127,26 +128,53 @@ def getitem(node, ctx: Context) -> OpInfo:
         p = params(parent)
         return OpInfo("amax", (parent.args[0],), args=((p["dim"] % len(shape(parent.args[0])),), p["keepdim"]),
                       nonneg="inputs")
+    if packet(parent) in MAXPOOLS_WITH_INDICES and k == 0:
+        return MAXPOOLS_WITH_INDICES[packet(parent)].item(node, parent)
     raise Unsupported(f"item {k} of {parent.target}")
 
 
 def pad(node, ctx: Context) -> OpInfo:
+    """A constant pad crops its relevance back (what lands on the fill is absorbed there, as by a constant);
+    reflect / replicate / circular pads copy input values outwards, so their copies' relevance returns to them."""
     p = params(node)
-    mode, value = p.get("mode", "constant"), p.get("value", 0)
-    if mode != "constant" or value not in (None, 0, 0.0):
-        raise Unsupported(f"pad(mode={mode!r}, value={value!r}); only zero padding is supported")
-    return OpInfo("pad", (node.args[0],), args=tuple(p["pad"]), nonneg="inputs")
+    mode = p.get("mode", "constant")
+    if packet(node) in _PAD_MODES:
+        mode = _PAD_MODES[packet(node)]
+    pads = tuple(p["pad"] if "pad" in p else p["padding"])
+    if mode == "constant":
+        fill = p.get("value") or 0.0
+        return OpInfo("pad", (node.args[0],), args=pads, nonneg="inputs" if fill >= 0 else "never")
+    if mode not in ("reflect", "replicate", "circular"):
+        raise Unsupported(f"pad(mode={mode!r})")
+    return move(kernels.pad_back, pad=pads, mode=mode)(node)
 
 
-def maxpool(node, ctx: Context) -> OpInfo:
-    p = params(node)
-    kernel = tuple(p["kernel_size"]) * (2 if len(p["kernel_size"]) == 1 else 1)
-    stride = tuple(p["stride"]) if p["stride"] else kernel
-    stride = stride * (2 if len(stride) == 1 else 1)
-    padding = tuple(p["padding"]) * (2 if len(p["padding"]) == 1 else 1)
-    dilation = tuple(p["dilation"]) * (2 if len(p["dilation"]) == 1 else 1)
-    return OpInfo("maxpool", (node.args[0],), args=(kernel, stride, padding, dilation, bool(p["ceil_mode"])),
-                  nonneg="inputs")
+_PAD_MODES = {aten.reflection_pad1d: "reflect", aten.reflection_pad2d: "reflect", aten.reflection_pad3d: "reflect",
+              aten.replication_pad1d: "replicate", aten.replication_pad2d: "replicate",
+              aten.replication_pad3d: "replicate", aten._pad_circular: "circular"}
+
+
+def maxpool(rank: int, adaptive: bool = False):
+    """Max-pools of every rank, fixed or adaptive windows; ``node`` may be the pool or item 0 of its
+    ``_with_indices`` form (whose indices the winner mode then reuses)."""
+    def info(node, pool_node) -> OpInfo:
+        x = pool_node.args[0]
+        if len(shape(x)) != rank + 2:
+            raise Unsupported(f"a {rank}-d max-pool on a {len(shape(x))}-d input; lrpc needs the batched form")
+        p = params(pool_node)
+        if adaptive:
+            window = {"output_size": tuple(shape(node)[2:])}
+        else:
+            kernel, stride, padding = linear.window(p, rank)
+            window = {"kernel": kernel, "stride": stride, "padding": padding,
+                      "dilation": linear.ranked(p["dilation"], rank), "ceil_mode": bool(p["ceil_mode"])}
+        indices = pool_node if pool_node is not node else None
+        return OpInfo("maxpool", (x,), nonneg="inputs", extra={"window": window, "with_indices": indices})
+
+    def handler(node, ctx: Context) -> OpInfo:
+        return info(node, node)
+    handler.item = info
+    return handler
 
 
 def amax(node, ctx: Context) -> OpInfo:
@@ -157,6 +185,27 @@ def amax(node, ctx: Context) -> OpInfo:
         raise Unsupported("amax over the batch dimension or over all dimensions")
     return OpInfo("amax", (x,), args=(dims, bool(p["keepdim"])), nonneg="inputs")
 
+
+def unfold(node, ctx: Context) -> OpInfo:
+    """``Tensor.unfold(dim, size, step)`` (PatchTST's patches): a copy of overlapping windows, so every window's
+    relevance returns to the values it copies, overlaps summed."""
+    p = params(node)
+    dim = p["dimension"] % len(shape(node.args[0]))
+    if dim == batch_layout(node.args[0])[0]:
+        raise Unsupported("unfold over the batch dimension")
+    return move(kernels.unfold_back, dim=dim, size=p["size"], step=p["step"])(node)
+
+
+def im2col(node, ctx: Context) -> OpInfo:
+    """``nn.Unfold``: sliding patches copied into columns; relevance returns by col2im (the adjoint), summed."""
+    p = params(node)
+    window = {k: tuple(p[k]) for k in ("kernel_size", "dilation", "padding", "stride")}
+    return move(kernels.im2col_back, **window)(node)
+
+
+MAXPOOLS_WITH_INDICES = {aten.max_pool1d_with_indices: maxpool(1), aten.max_pool2d_with_indices: maxpool(2),
+                         aten.max_pool3d_with_indices: maxpool(3), aten.adaptive_max_pool1d: maxpool(1, True),
+                         aten.adaptive_max_pool2d: maxpool(2, True), aten.adaptive_max_pool3d: maxpool(3, True)}
 
 TABLE = {
     aten.view: reshape, aten.reshape: reshape, aten._unsafe_view: reshape, aten.flatten: reshape,
@@ -169,6 +218,7 @@ TABLE = {
     aten.cat: cat, aten.concat: cat, aten.stack: stack,
     aten.slice_scatter: scatter, aten.select_scatter: scatter, aten.copy: copy_into,
     operator.getitem: getitem,
-    aten.constant_pad_nd: pad, aten.pad: pad,
-    aten.max_pool2d: maxpool, aten.amax: amax,
+    aten.constant_pad_nd: pad, aten.pad: pad, **{op: pad for op in _PAD_MODES},
+    aten.max_pool1d: maxpool(1), aten.max_pool2d: maxpool(2), aten.max_pool3d: maxpool(3), aten.amax: amax,
+    aten.unfold: unfold, aten.im2col: im2col,
 }

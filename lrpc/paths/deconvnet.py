@@ -14,10 +14,9 @@ import operator
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .. import kernels
+from .. import kernels, windows
 from ..compiler import compile as compile_explainer
 from ..errors import LrpcError
 from ..linear_maps import LINEAR_MAPS
@@ -114,12 +113,8 @@ def _step(probe: Probe, plan, s: Tensor, acts: dict[str, Tensor]) -> list[tuple[
         scale = weight / (operator.attrgetter(running_var.target)(probe.generated) + eps).sqrt()
         return [(inputs[0], s * scale.reshape(1, -1, *([1] * (s.dim() - 2))))]
     if kind == "maxpool":
-        kernel, stride, padding, dilation, ceil_mode = info.args
-        _, switches = F.max_pool2d(acts[inputs[0]], kernel, stride, padding, dilation, ceil_mode,
-                                   return_indices=True)
-        switches = switches.expand(s.shape[0], *switches.shape[1:])
-        return [(inputs[0], aten.max_pool2d_with_indices_backward(s, like[0], kernel, stride, padding, dilation,
-                                                                    ceil_mode, switches))]
+        switches = windows.max_pool(acts[inputs[0]], **info.extra["window"])[1]
+        return [(inputs[0], windows.unpool(s, like[0], switches))]
     if kind == "amax":  # to the maxima, tied ones sharing: the adjoint of amax
         dims, keepdim = info.args
         out = acts[node.name].expand(s.shape[0], *acts[node.name].shape[1:])
