@@ -31,12 +31,15 @@ _DIM_OPS = {aten.slice, aten.select, aten.narrow, aten.index_select, aten.gather
             aten.tensor_split, aten.slice_scatter, aten.select_scatter}
 
 
-def measure(gm: fx.GraphModule, example_input: torch.Tensor) -> None:
-    """Record ``lrpc_batch_inner`` on merged nodes, ``lrpc_mixes_samples`` on nodes that move values between
+def measure(gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> None:
+    """``inputs``: the example input, then the other graph inputs (a token model's attention mask), which are
+    repeated unchanged. Record ``lrpc_batch_inner`` on merged nodes, ``lrpc_mixes_samples`` on nodes that move values between
     samples and ``lrpc_constant_part`` on nodes that read only the sample-independent part of such a tensor.
     Graphs where every tensor keeps its samples in a dimension of their own, and no op acts along it, are not run."""
     batch = gm.meta.get("lrpc_batch_symbol")
-    nodes = [n for n in gm.graph.nodes if n.op == "call_function" and is_tensor(n) and depends_on_input(n)]
+    # nodes lrpc adds after export (a language model's score readout) carry no symbolic shape: per-sample by design
+    nodes = [n for n in gm.graph.nodes if n.op == "call_function" and is_tensor(n) and depends_on_input(n)
+             and isinstance(n.meta.get("val"), torch.Tensor)]
     if batch is None or not any(_needs_measuring(n, batch) for n in nodes):
         return
     wanted = set(nodes)
@@ -50,7 +53,7 @@ def measure(gm: fx.GraphModule, example_input: torch.Tensor) -> None:
             return value
 
     with torch.no_grad():
-        Recorder(gm).run(_six_samples(example_input))
+        Recorder(gm).run(_six_samples(inputs[0]), *(x[:1].expand(SLOTS, *x.shape[1:]) for x in inputs[1:]))
     for n, (mixes, unchanged) in verdicts.items():
         if mixes:
             n.meta["lrpc_mixes_samples"] = True
@@ -125,5 +128,7 @@ def _judge(n: fx.Node, value: torch.Tensor, batch) -> tuple[bool, bool]:
             changes = sum(int((~_same(slots[BASE[0]], slots[k])).sum()) for k in CHANGED)
             fits.append((changes, i))
     if inner is not None:
-        n.meta["lrpc_batch_inner"] = max(fits)[1] if fits else 1
+        chosen = max(fits)[1] if fits else 1
+        # batch-major ([B·n]): recorded as -1, so that n may change with a dynamic size (a token model's length)
+        n.meta["lrpc_batch_inner"] = -1 if chosen == size // SLOTS else chosen
     return not fits, bool(fits) and max(fits)[0] == 0

@@ -208,14 +208,14 @@ def fold_batchnorm(gm: fx.GraphModule) -> None:
     graph.lint()
 
 
-def propagate_shapes(gm: fx.GraphModule, example_input: torch.Tensor) -> torch.Tensor:
-    """Record every node's shape on ``example_input``; returns the graph's output."""
+def propagate_shapes(gm: fx.GraphModule, example_input: torch.Tensor, *more: torch.Tensor) -> torch.Tensor:
+    """Record every node's shape on ``example_input`` (and a token model's attention mask); returns the output."""
     gm.recompile()
     for node in gm.graph.nodes:
         node.meta.pop("lrpc_depends_on_input", None)
     try:
         with torch.no_grad():
-            return ShapeProp(gm).propagate(example_input)
+            return ShapeProp(gm).propagate(example_input, *more)
     except Exception as exc:
         raise LrpcError(f"the model failed on example_input of shape {tuple(example_input.shape)} "
                         f"({example_input.dtype}): {type(exc).__name__}: {exc}") from exc

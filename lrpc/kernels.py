@@ -21,6 +21,20 @@ def in_place() -> bool:
     return not torch.is_grad_enabled()
 
 
+def pick_scores(scores: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """A language model's scores [B, T, V] read at K positions per row ([B, K]): [B·K, V], row-major."""
+    rows = torch.arange(scores.shape[0], device=scores.device).repeat_interleave(positions.shape[1])
+    return scores[rows, positions.reshape(-1)]
+
+
+def pick_scores_back(r: torch.Tensor, scores: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Relevance of ``pick_scores`` back onto the scores, one row per explained (row, position): ``scores`` has
+    as many rows as ``r`` (the relevance pass repeats a row's activations once per explained position)."""
+    out = torch.zeros(r.shape[0], *scores.shape[1:], dtype=r.dtype, device=r.device)
+    out[torch.arange(r.shape[0], device=r.device), positions.reshape(-1)] = r
+    return out
+
+
 def resolve_target(logits: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     if target is not None:
         return target
@@ -43,6 +57,8 @@ def start_relevance(logits: torch.Tensor, target: torch.Tensor, *, mode: str) ->
     or [B, 1] has one class, 0."""
     if logits.dim() == 1:
         return start_relevance(logits.unsqueeze(1), target, mode=mode).squeeze(1)
+    if target.dim() == 2:   # a contrast (a, b): the start of a minus the start of b
+        return start_relevance(logits, target[:, 0], mode=mode) - start_relevance(logits, target[:, 1], mode=mode)
     onehot = F.one_hot(target, logits.shape[1]).to(logits.dtype)
     if mode == "one":
         return onehot
@@ -60,9 +76,12 @@ def batch_sum(r: torch.Tensor) -> torch.Tensor:
 
 def sample_sums(r: torch.Tensor, rows: torch.Tensor, *, dim: int, inner: int) -> torch.Tensor:
     """Per-sample totals of a tensor whose samples sit in dimension ``dim`` laid out as [outer, B, inner]
-    flattened ([B·nW, ...]: outer 1; [L·B, E]: inner 1); ``rows`` is any tensor with one row per sample."""
+    flattened ([B·nW, ...]: outer 1; [L·B, E]: inner 1); ``rows`` is any tensor with one row per sample.
+    ``inner=-1``: outer 1 and inner whatever the size holds ([B·T, D] for any sequence length T)."""
     batch = rows.shape[0]
     r = r.movedim(dim, 0)
+    if inner < 0:
+        return r.reshape(batch, -1).sum(1)
     return r.reshape(-1, batch, inner, *r.shape[1:]).transpose(0, 1).reshape(batch, -1).sum(1)
 
 
@@ -172,7 +191,9 @@ def product_relevance(r, a, b) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def attention_weights(q, k, mask, *, is_causal: bool, scale) -> tuple[torch.Tensor, float]:
-    """(softmax(q kᵀ·scale + mask), scale) of ``scaled_dot_product_attention``, its default scale resolved."""
+    """(softmax(q kᵀ·scale + mask), scale) of ``scaled_dot_product_attention``, its default scale resolved. A
+    query row whose keys are all masked (a padding row) gets weights 0, as the op's own safe softmax gives it;
+    ``k`` has the heads of ``q`` (``group_heads`` repeats grouped-query keys first)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     logits = (q @ k.transpose(-1, -2)) * scale
     if is_causal:
@@ -180,13 +201,27 @@ def attention_weights(q, k, mask, *, is_causal: bool, scale) -> tuple[torch.Tens
         logits = logits.masked_fill(~keep, float("-inf"))
     if mask is not None:
         logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
-    return logits.softmax(-1), scale
+    weights = logits.softmax(-1)
+    return weights.masked_fill(torch.isneginf(logits).all(-1, keepdim=True), 0.0), scale
+
+
+def group_heads(q: torch.Tensor, *kv: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Grouped-query attention (``enable_gqa=True``): each key/value head serves ``q``'s heads in groups."""
+    groups = q.shape[-3] // kv[0].shape[-3]
+    return tuple(t.repeat_interleave(groups, -3) if groups > 1 else t for t in kv)
+
+
+def ungroup_heads(r: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The relevance of repeated key/value heads summed back onto the shared head."""
+    groups = r.shape[-3] // like.shape[-3]
+    return r if groups == 1 else r.unflatten(-3, (like.shape[-3], groups)).sum(-3)
 
 
 def attention_relevance(r, q, k, v, mask, out, *, is_causal: bool, scale) -> torch.Tensor:
     """softmax(q kᵀ · scale + mask) v with the attention weights frozen: the z-rule of v ↦ A v."""
-    weights, _ = attention_weights(q, k, mask, is_causal=is_causal, scale=scale)
-    return frozen_matmul(r, weights, v, out, frozen=0)
+    k_heads, v_heads = group_heads(q, k, v)
+    weights, _ = attention_weights(q, k_heads, mask, is_causal=is_causal, scale=scale)
+    return ungroup_heads(frozen_matmul(r, weights, v_heads, out, frozen=0), v)
 
 
 def split_cat(r: torch.Tensor, *inputs: torch.Tensor, dim: int) -> tuple[torch.Tensor, ...]:

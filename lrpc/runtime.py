@@ -11,13 +11,14 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from . import modalities
+from . import kernels, modalities
 from .annotate import NodePlan
 from .errors import LrpcError
 from .fingerprint import Fingerprint, training_modules
 from .presets import Rules
 from .quantize import heat_quantize
 from .relevance_pass import Pairing
+from .tokens import TokenInput, check_positions, check_tokens, last_real_position
 
 
 @dataclass
@@ -71,8 +72,10 @@ class Explanation:
     def heatmap(self, quantize: int | None = None) -> torch.Tensor:
         """Channel sum of the input relevance: [B, H, W] for images, [B, T] for waveforms, [B, C, T] kept per
         channel for multichannel signals, [B, T, H, W] for videos, [B, D, H, W] for volumes
-        (``lrpc.modalities``); ``quantize=8`` applies Heat Quantization with Q = 8."""
-        heat = modalities.heatmap(self.relevance, self.explainer.channel_axis)
+        (``lrpc.modalities``); for a token model, the relevance of each token [B, T] (the sum over the
+        embedding's D). ``quantize=8`` applies Heat Quantization with Q = 8."""
+        heat = (self.relevance.sum(-1) if self.explainer.tokens is not None
+                else modalities.heatmap(self.relevance, self.explainer.channel_axis))
         if quantize is None:
             return heat
         return heat_quantize(heat.reshape(heat.shape[0], 1, -1), quantize).view_as(heat)   # per sample, any rank
@@ -107,7 +110,9 @@ class Build:
     device: torch.device
     run: Callable = None                   # the module, or torch.compile's wrapper of it
     multi_run: Callable | None = None      # built on the first explain_targets call
+    positions_run: Callable | None = None  # built on the first explain_positions call
     fingerprint: Fingerprint | None = None  # of the model at compile time (None: not following a model)
+    tokens: TokenInput | None = None       # a token model: what its calls must pass (else an image-like input)
 
     def __post_init__(self):
         self.run = self.run or self.module
@@ -158,10 +163,11 @@ class Explainer:
 
     def __init__(self, module: fx.GraphModule, layer_names: list[str], rules: Rules,
                  plans: dict[fx.Node, NodePlan], pairings: dict[str, Pairing], example_input: torch.Tensor,
-                 num_classes: int):
+                 num_classes: int, tokens: TokenInput | None = None):
         self.rules = rules
         self._build = Build(module, layer_names, {n.name: p for n, p in plans.items()}, pairings,
-                            tuple(example_input.shape), num_classes, example_input.dtype, example_input.device)
+                            tuple(example_input.shape), num_classes, example_input.dtype, example_input.device,
+                            tokens=tokens)
         self._compile_kwargs: dict | None = None   # set by compile(); applies to rebuilt and multi-target modules
         self._model: nn.Module | None = None
         self._rebuild: Callable[[], "Explainer"] | None = None
@@ -178,6 +184,8 @@ class Explainer:
     input_shape = property(lambda self: self._build.input_shape, doc="The example_input's shape.")
     num_classes = property(lambda self: self._build.num_classes, doc="Output classes (1 for a single score).")
     dtype = property(lambda self: self._build.dtype, doc="The input dtype the module was compiled for.")
+    tokens = property(lambda self: self._build.tokens, doc="A token model's TokenInput (vocabulary size, length "
+                                                           "limit), or None for an image-like input.")
 
     @property
     def channel_axis(self) -> int:
@@ -260,7 +268,7 @@ class Explainer:
         generated module is moved with its rule constants and the model submodules it shares."""
         if self._model is None:
             self.module.to(*args, **kwargs)
-            self._build.multi_run = None   # it holds references to the constants as they were
+            self._build.multi_run = self._build.positions_run = None   # they hold the constants as they were
             device, dtype = torch._C._nn._parse_to(*args, **kwargs)[:2]
             self._build.device = self._build.device if device is None else device
             self._build.dtype = self._build.dtype if dtype is None else dtype
@@ -284,7 +292,7 @@ class Explainer:
                           "explainer keeps its eager code (faster here)", stacklevel=2)
         self._compile_kwargs = None if fallback else torch_compile_kwargs
         self._build.run = self._compiled(self.module)
-        self._build.multi_run = None
+        self._build.multi_run = self._build.positions_run = None
         return self
 
     def _compiled(self, module: fx.GraphModule):
@@ -320,8 +328,13 @@ class Explainer:
             raise LrpcError("input contains NaN or Inf values")
 
     def check_target(self, target, batch: int, num_classes: int, device) -> torch.Tensor | None:
+        """``target`` as a LongTensor [B], or [B, 2] for a contrast ``(a, b)``: the score of a minus that of b."""
         if target is None:
             return None
+        if isinstance(target, tuple):
+            if len(target) != 2 or any(t is None for t in target):
+                raise LrpcError(f"a contrastive target is a pair (a, b) of ints or LongTensors [B], got {target!r}")
+            return torch.stack([self.check_target(t, batch, num_classes, device) for t in target], 1)
         if isinstance(target, int) and not isinstance(target, bool):
             target = torch.full((batch,), target, dtype=torch.long, device=device)
         elif isinstance(target, torch.Tensor):
@@ -333,28 +346,55 @@ class Explainer:
             if target.numel() != batch:
                 raise LrpcError(f"target has {target.numel()} entries for a batch of {batch}")
         else:
-            raise LrpcError(f"target must be None, an int or a LongTensor [B], got {type(target).__name__}")
+            raise LrpcError(f"target must be None, an int, a LongTensor [B] or a pair (a, b) of them, got "
+                            f"{type(target).__name__}")
         bad = (target < 0) | (target >= num_classes)
         if bool(bad.any()):
-            raise LrpcError(f"target {target[bad].tolist()} out of range for {num_classes} classes")
+            what = "tokens in the model's vocabulary" if self.tokens is not None else "classes"
+            raise LrpcError(f"target {target[bad].tolist()} out of range for {num_classes} {what}")
         return target
 
-    def __call__(self, x: torch.Tensor, target=None) -> Explanation:
+    def __call__(self, x: torch.Tensor, target=None, *, attention_mask: torch.Tensor | None = None) -> Explanation:
+        """Explain the batch ``x`` for ``target``: None (the predicted class; for a language model the predicted
+        next token after each row's last real token), an int or LongTensor [B], or a contrast ``(a, b)`` of them
+        (the score of a minus the score of b; ``exp.target`` is then [B, 2]). A token model takes token ids
+        ``x`` [B, T] and an optional ``attention_mask`` [B, T] (1: a real token, 0: padding, left or right)."""
         build = self._current()
-        self.check_input(x, build)
+        inputs = self._inputs(x, attention_mask, build)
         target = self.check_target(target, x.shape[0], build.num_classes, x.device)
         with self._gate.shared(), torch.inference_mode():
-            outputs = build.run(x, target)
+            outputs = build.run(*inputs, target)
             return self._explanation(outputs, build)
 
-    def explain_targets(self, x: torch.Tensor, targets) -> Explanation:
+    def _check_scores(self, logits: torch.Tensor, build: Build) -> None:
+        """A token model's own forward can fail on a mask (Hugging Face's eager attention turns a query whose
+        keys are all padding, as a sliding window over left padding gives, into NaN): say so, not a NaN map."""
+        bad = ~torch.isfinite(logits).reshape(len(logits), -1).all(1)
+        if build.tokens is not None and bool(bad.any()):
+            raise LrpcError(f"the model's own forward gives NaN/Inf scores for rows {bad.nonzero().flatten().tolist()}"
+                            " with this attention_mask (in eager attention a query whose keys are all padding, "
+                            "e.g. a sliding window over left padding, gives NaN); pad on the right or use SDPA")
+
+    def _inputs(self, x, attention_mask, build: Build) -> tuple[torch.Tensor, ...]:
+        """The generated module's inputs, checked: ``(x,)``, or a token model's ``(input_ids, attention_mask)``."""
+        if build.tokens is not None:
+            mask = check_tokens(x, attention_mask, build.tokens, build.device)
+            return (x, mask, last_real_position(mask)[:, None]) if build.tokens.per_position else (x, mask)
+        if attention_mask is not None:
+            raise LrpcError("attention_mask is for token models (compiled from token ids); this explainer was "
+                            f"compiled for inputs like {build.input_shape}")
+        self.check_input(x, build)
+        return (x,)
+
+    def explain_targets(self, x: torch.Tensor, targets, *, attention_mask: torch.Tensor | None = None) -> Explanation:
         """Explain K classes of every image with ONE forward pass: the relevance pass runs on B·K rows (the
         activations repeated per target). ``targets``: K class indices for every image (a list or a LongTensor
         [K]) or one row per image (LongTensor [B, K]). The explanation has B·K rows, image-major: row b·K + k
-        explains image b for its k-th target (``exp.relevance.view(B, K, *x.shape[1:])``)."""
+        explains image b for its k-th target (``exp.relevance.view(B, K, *x.shape[1:])``). A token model takes
+        its ``attention_mask`` as in a call, and explains K next tokens after each row's last real token."""
         from .multitarget import check_batch_major, multi_target_module
         build = self._current()
-        self.check_input(x, build)
+        inputs = self._inputs(x, attention_mask, build)
         targets = self._target_matrix(targets, x.shape[0], x.device)
         repeats = targets.shape[1]
         flat = self.check_target(targets.reshape(-1), targets.numel(), build.num_classes, x.device)
@@ -364,10 +404,45 @@ class Explainer:
                 module = multi_target_module(build.module)
                 build.multi_run = self._compiled(module)
             with torch.inference_mode():
-                return self._explanation(build.multi_run(x, flat, repeats), build)
+                return self._explanation(build.multi_run(*inputs, flat, repeats), build)
+
+    def explain_positions(self, input_ids: torch.Tensor, positions, targets=None, *,
+                          attention_mask: torch.Tensor | None = None) -> Explanation:
+        """A language model's next-token scores at K positions of every row, explained with ONE forward pass
+        (the relevance pass runs on B·K rows, as in ``explain_targets``). Row b·K + k of the explanation explains
+        the score that position ``positions[b, k]`` gives token ``targets[b, k]`` (the logits there predict the
+        token after that position): ``exp.relevance.view(B, K, T, D)``, ``exp.heatmap().view(B, K, T)``.
+
+        ``positions``: a list of ints or a LongTensor [K] (the same for every row) or [B, K]; each must be a real
+        token of its row. ``targets``: None (the token the model predicts at each position), or token ids of the
+        shape of ``positions``. For generated text ``ids`` (prompt + new tokens at positions p₀ … p₀+N−1), the
+        [new tokens × all tokens] matrix is ``explain_positions(ids, range(p₀ − 1, p₀ + N − 1),
+        ids[:, p₀:p₀ + N]).heatmap().view(B, N, T)``: causal attention keeps each row to the tokens before it."""
+        from .multitarget import check_batch_major, multi_target_module
+        build = self._current()
+        if build.tokens is None or not build.tokens.per_position:
+            raise LrpcError("explain_positions explains a language model's scores per position; this explainer "
+                            "was compiled for a model with one score vector per input (use explain_targets)")
+        ids, mask, _ = self._inputs(input_ids, attention_mask, build)
+        positions = check_positions(positions, mask)
+        repeats = positions.shape[1]
+        if targets is not None:
+            targets = self._target_matrix(targets, ids.shape[0], ids.device)
+            if targets.shape != positions.shape:
+                raise LrpcError(f"targets {tuple(targets.shape)} must match positions {tuple(positions.shape)}")
+            targets = self.check_target(targets.reshape(-1), targets.numel(), build.num_classes, ids.device)
+        with self._gate.shared():
+            if build.positions_run is None:
+                check_batch_major(build.plans)
+                module = multi_target_module(build.module, per_row=("positions", kernels.pick_scores))
+                build.positions_run = self._compiled(module)
+            with torch.inference_mode():
+                return self._explanation(build.positions_run(ids, mask, positions, targets, repeats), build)
 
     def _target_matrix(self, targets, batch: int, device) -> torch.Tensor:
         """``targets`` of explain_targets as a LongTensor [B, K]."""
+        if isinstance(targets, range):
+            targets = list(targets)
         if isinstance(targets, (list, tuple)):
             if not targets or not all(isinstance(t, int) and not isinstance(t, bool) for t in targets):
                 raise LrpcError(f"targets must be a non-empty list of class indices, got {targets!r}")
@@ -386,6 +461,7 @@ class Explainer:
 
     def _explanation(self, outputs, build: Build) -> Explanation:
         logits, resolved, relevance, layer_sums, node_sums, kept = outputs
+        self._check_scores(logits, build)
         relevances = {name: kept[name][0] for name in kept}
         activations = {name: kept[name][1] for name in kept}
         return Explanation(relevance, logits, resolved, layer_sums, node_sums, build.layer_names, self,

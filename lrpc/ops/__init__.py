@@ -80,6 +80,10 @@ def packet(node: fx.Node) -> Any:
     return getattr(node.target, "overloadpacket", node.target) if node.op == "call_function" else None
 
 
+# node meta flag of the input layer: the placeholder of an image model, the embedding lookup of a token model
+# (``lrpc.tokens``), whose output relevance is reported; other inputs (an attention mask) carry no relevance
+SOURCE = "lrpc_source"
+
 # ops whose tensor arguments at these positions are read for their dtype, device or shape only
 _METADATA_ARGS = {aten.type_as: (1,), aten.zeros_like: (0,), aten.ones_like: (0,), aten.empty_like: (0,),
                   aten.full_like: (0,), aten.new_zeros: (0,), aten.new_ones: (0,), aten.new_empty: (0,),
@@ -93,8 +97,9 @@ def _value_inputs(n: fx.Node) -> list[fx.Node]:
 
 
 def depends_on_input(node: fx.Node) -> bool:
-    """Whether the input's values flow into this node; parameters, constants and sizes (``x.shape[0]``) do not,
-    nor does a tensor whose dtype alone is read (VideoMAE's ``pos.type_as(embeddings)``)."""
+    """Whether the input layer's values flow into this node; parameters, constants, sizes (``x.shape[0]``), a
+    tensor whose dtype alone is read (VideoMAE's ``pos.type_as(embeddings)``) and what is computed from a token
+    model's ids and mask alone (causal and padding masks) do not."""
     if "lrpc_depends_on_input" not in node.meta:
         stack, seen, found = [node], set(), False
         while stack and not found:
@@ -102,7 +107,7 @@ def depends_on_input(node: fx.Node) -> bool:
             if n in seen:
                 continue
             seen.add(n)
-            found = n.op == "placeholder" or n.meta.get("lrpc_depends_on_input", False)
+            found = n.meta.get(SOURCE, False) or n.meta.get("lrpc_depends_on_input", False)
             stack.extend(i for i in _value_inputs(n) if is_tensor(i) or _holds_tensors(i))
         node.meta["lrpc_depends_on_input"] = found
     return node.meta["lrpc_depends_on_input"]
@@ -117,7 +122,7 @@ def batch_layout(node: fx.Node) -> tuple[int, int | None]:
     """(dimension, inner) of the samples in ``node``'s output, read off export's symbolic shapes. ``inner`` is
     None for the usual [B, ...] (the dimension is the batch alone); where the batch is merged with other sizes
     (Swin's windows [B·nW, ...], attention's [L·B, E]) the dimension is [outer, B, inner] flattened, and
-    ``inner`` is measured by ``batch_layouts.measure``."""
+    ``inner`` is measured by ``batch_layouts.measure`` (-1: outer 1, [B·n] for any n)."""
     batch = node.graph.owning_module.meta.get("lrpc_batch_symbol") if node.graph.owning_module else None
     value = node.meta.get("val")
     if batch is None or not isinstance(value, torch.Tensor):
@@ -159,7 +164,7 @@ def describe_target(node: fx.Node, gm: fx.GraphModule | None = None) -> str:
 
 def op_info(node: fx.Node, ctx: Context) -> OpInfo:
     """The table lookup. Raises ``Unsupported`` for nodes on the relevance path that have no entry."""
-    if node.op == "placeholder":
+    if node.meta.get(SOURCE):
         return OpInfo("input")
     if node.op in ("get_attr", "output") or not is_tensor(node) or not depends_on_input(node) \
             or node.meta.get("lrpc_constant_part"):

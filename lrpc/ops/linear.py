@@ -40,6 +40,15 @@ def linear(node, ctx: Context) -> OpInfo:
                   bias=ctx.constant(p.get("bias"), "the linear bias"))
 
 
+def addmm(node, ctx: Context) -> OpInfo:
+    """bias + x @ W (Hugging Face's ``Conv1D`` in GPT-2): the linear map with weight Wᵀ."""
+    bias, x, weight = node.args[:3]
+    if node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1:
+        raise Unsupported("addmm with beta or alpha other than 1")
+    return OpInfo("linear", (x,), map="linear", weight=ctx.constant(weight, "the addmm weight").t(),
+                  bias=ctx.constant(bias, "the addmm bias"))
+
+
 def ranked(v, rank: int) -> tuple:
     """An int or a list of one or ``rank`` ints as a ``rank``-tuple (ATen accepts ``kernel_size=[3]`` for 3x3)."""
     t = _tuple(v, rank)
@@ -131,7 +140,7 @@ _BICUBIC = ("bicubic upsampling weighs neighbours with negative coefficients, wh
 
 TABLE = {
     aten.conv1d: conv, aten.conv2d: conv, aten.conv3d: conv,
-    aten.linear: linear,
+    aten.linear: linear, aten.addmm: addmm,
     aten.avg_pool1d: avg_pool(1), aten.avg_pool2d: avg_pool(2), aten.avg_pool3d: avg_pool(3),
     aten.adaptive_avg_pool1d: adaptive_avg_pool(1), aten.adaptive_avg_pool2d: adaptive_avg_pool(2),
     aten.adaptive_avg_pool3d: adaptive_avg_pool(3), aten._adaptive_avg_pool2d: adaptive_avg_pool(2),

@@ -133,6 +133,12 @@ def getitem(node, ctx: Context) -> OpInfo:
     raise Unsupported(f"item {k} of {parent.target}")
 
 
+def pick_scores(node, ctx: Context) -> OpInfo:
+    """A language model's scores read at given positions (``lrpc.tokens``): relevance back to those rows."""
+    scores, positions = node.args
+    return move(kernels.pick_scores_back, tensors=(positions,))(node)
+
+
 def pad(node, ctx: Context) -> OpInfo:
     """A constant pad crops its relevance back (what lands on the fill is absorbed there, as by a constant);
     reflect / replicate / circular pads copy input values outwards, so their copies' relevance returns to them."""
@@ -217,7 +223,7 @@ TABLE = {
     aten.flip: flip, aten.pixel_shuffle: pixel_shuffle,
     aten.cat: cat, aten.concat: cat, aten.stack: stack,
     aten.slice_scatter: scatter, aten.select_scatter: scatter, aten.copy: copy_into,
-    operator.getitem: getitem,
+    operator.getitem: getitem, kernels.pick_scores: pick_scores,
     aten.constant_pad_nd: pad, aten.pad: pad, **{op: pad for op in _PAD_MODES},
     aten.max_pool1d: maxpool(1), aten.max_pool2d: maxpool(2), aten.max_pool3d: maxpool(3), aten.amax: amax,
     aten.unfold: unfold, aten.im2col: im2col,
