@@ -177,3 +177,57 @@ def test_bad_layers_and_channels_are_named():
         lrpc.crp.conditional_heatmaps(explainer, x, "features.2", [])
     with pytest.raises(lrpc.LrpcError, match="one class index"):
         lrpc.crp.attribute(explainer, x, [{"features.2": [0], "y": [1, 2]}])
+
+
+# ------------------------------------------------------------------------------------------------ transformers
+@pytest.mark.parametrize("preset", ["cp-lrp", "attnlrp"])
+def test_vit_concepts_are_token_channels_and_mlp_units(preset):
+    """On a torchvision ViT the concepts of a block are the channels of its tokens, those of an MLP its hidden
+    units. Below the layer the relevance runs through attention, whose activations hold the batch merged with the
+    heads: the K concepts in one pass equal each concept run alone, the channels of a block's output (a cut) sum
+    to the full map, and per-condition classes equal plain explanations of those classes."""
+    from vit_spellings import torchvision_vit
+    model = torchvision_vit(seed=5)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    explainer = lrpc.compile(model, lrpc.preset(preset), x[:1])
+    full = explainer(x).heatmap()
+    scale = float(full.abs().max())
+    block = "encoder.layers.encoder_layer_0"
+    maps = lrpc.crp.conditional_heatmaps(explainer, x, block, list(range(32)))
+    assert maps.shape == (2, 32, 32, 32)
+    assert torch.allclose(maps.sum(1), full, rtol=0, atol=1e-12 * scale)
+    for c in (0, 17):
+        alone = lrpc.crp.conditional_heatmaps(explainer, x, block, [c])
+        assert torch.allclose(maps[:, c], alone[:, 0], rtol=0, atol=1e-12 * scale)
+    # the MLP is a chain: all its hidden units carry what all the channels of its output carry
+    hidden = lrpc.crp.conditional_heatmaps(explainer, x, "encoder.layers.encoder_layer_1.mlp.1", list(range(64)))
+    out = lrpc.crp.conditional_heatmaps(explainer, x, "encoder.layers.encoder_layer_1.mlp", list(range(32)))
+    assert torch.allclose(hidden.sum(1), out.sum(1), rtol=0, atol=1e-12 * scale)
+    assert float((out.sum(1) - full).abs().max()) > 1e-3 * scale   # the residual stream carries the rest
+    classes = lrpc.crp.attribute(explainer, x, [{block: list(range(32)), "y": c} for c in range(5)])
+    for c in range(5):
+        assert torch.allclose(classes.heatmap[:, c], explainer(x, c).heatmap(), rtol=0, atol=1e-12 * scale)
+    assert classes.target.tolist() == [list(range(5))] * 2
+
+
+# ------------------------------------------------------------------------------------------------ ranking
+def test_concept_ranking_local_and_over_batches():
+    torch.manual_seed(7)
+    model = SmallCNN().double().eval()
+    x = torch.randn(5, 2, 5, 5, dtype=torch.float64)
+    explainer = lrpc.compile(model, rules="default", example_input=x[:1], keep=["features_2"])
+    ranking = lrpc.crp.rank_concepts(explainer, x, "features.2")
+    exp = explainer(x)
+    expected = exp.relevances["features_2"].sum((2, 3))
+    assert ranking.layer == "features_2" and ranking.relevance.shape == (5, 4)
+    assert torch.allclose(ranking.relevance, expected, rtol=1e-12, atol=0)
+    assert torch.allclose(ranking.relevance.sum(1), exp.start, rtol=1e-12)   # the default preset conserves
+    assert torch.equal(ranking.target, exp.target)
+    assert ranking.top(2, sample=3).tolist() == expected[3].argsort(descending=True)[:2].tolist()
+    loader = [(x[:2], torch.tensor([1, 1])), (x[2:], torch.tensor([1, 1, 1]))]
+    over = lrpc.crp.rank_concepts(explainer, loader, "features.2")
+    by_class = explainer(x, 1).relevances["features_2"].sum((2, 3))
+    assert torch.allclose(over.mean(), by_class.mean(0), rtol=1e-12)
+    share = by_class / by_class.abs().sum(1, keepdim=True)
+    assert torch.allclose(over.mean(normalized=True), share.mean(0), rtol=1e-12)
+    assert over.top(4).tolist() == by_class.mean(0).argsort(descending=True).tolist()
