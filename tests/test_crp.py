@@ -231,3 +231,25 @@ def test_concept_ranking_local_and_over_batches():
     share = by_class / by_class.abs().sum(1, keepdim=True)
     assert torch.allclose(over.mean(normalized=True), share.mean(0), rtol=1e-12)
     assert over.top(4).tolist() == by_class.mean(0).argsort(descending=True).tolist()
+
+
+class WithAuxiliaryHead(SmallCNN):
+    def __init__(self):
+        super().__init__()
+        self.aux = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        h = self.features(x)
+        return {"logits": self.fc(torch.flatten(h, 1)), "aux": self.aux(h)}
+
+
+def test_layers_off_the_relevance_path_and_parallel_layers_are_refused():
+    torch.manual_seed(8)
+    x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
+    explainer = lrpc.compile(WithAuxiliaryHead().double().eval(), "epsilon-plus", x)
+    with pytest.raises(lrpc.LrpcError, match=r"layer 'aux' \(Conv2d\) is not on the relevance path.*features\.4"):
+        lrpc.crp.conditional_heatmaps(explainer, x, "aux", [0])
+    x = torch.randn(1, 2, 8, 8, dtype=torch.float64)
+    explainer = lrpc.compile(TinyResNet().double().eval(), "epsilon-plus", x)
+    with pytest.raises(lrpc.LrpcError, match="'b_conv2' and 'b_down' of one condition are not on one path"):
+        lrpc.crp.attribute(explainer, x, [{"b_conv2": [0], "b_down": [1]}])
