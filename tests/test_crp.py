@@ -78,6 +78,9 @@ def test_conditional_heatmaps_match_zennit(arch, layer, channels):
     scale = float(theirs.abs().max())
     assert scale > 0
     assert torch.allclose(ours, theirs, rtol=0, atol=1e-7 * scale), float((ours - theirs).abs().max() / scale)
+    # one image alone runs the single-image module (the rules' denominators computed once for all K rows)
+    alone = lrpc.crp.conditional_heatmaps(explainer, x[1:], layer=layer, channels=channels, target=3)
+    assert torch.allclose(alone[0], theirs[1], rtol=0, atol=1e-7 * scale)
     # the masks matter: the channels' maps differ from each other
     assert float((theirs[:, 0] - theirs[:, 1]).abs().max()) > 1e-3 * scale
 

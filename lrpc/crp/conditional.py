@@ -77,15 +77,17 @@ def _run(explainer: Explainer, build, x: Tensor, target, layers: Sequence[Layer]
     """One call of the rewritten module: (logits, explained target [B], input relevance [B·K, ...] or None,
     masked relevance at each layer [B·K, ...])."""
     per_row = row_targets is not None
+    single = x.shape[0] == 1
     key = (tuple((l.node, l.relevance, l.batch_dim, l.channel_dim) for l in layers), per_row, input_relevance,
-           repr(explainer._compile_kwargs))   # explainer.compile() after a first call compiles a fresh one
+           single, repr(explainer._compile_kwargs))   # explainer.compile() after a first call compiles a fresh one
     repeats = masks[0].shape[0] if masks else row_targets.numel() // x.shape[0]
     with explainer._gate.shared():
         cache = _MODULES.setdefault(build.module, {})
         if key not in cache:
             cache[key] = explainer._compiled(conditioned_module(build.module, layers, build.plans,
                                                                 per_row_targets=per_row,
-                                                                input_relevance=input_relevance))
+                                                                input_relevance=input_relevance,
+                                                                single_image=single))
         with torch.inference_mode():
             return cache[key](x, target, repeats, row_targets, *masks)
 

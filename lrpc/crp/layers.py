@@ -79,7 +79,7 @@ def _channel_dim(plans: dict, node: str) -> int:
 
 def valid_names(plans: dict) -> str:
     paths = sorted({path for plan in plans.values() for path in _module_paths(plan.node)},
-                   key=lambda p: [int(s) if s.isdigit() else s for s in p.replace(".", " . ").split()])
+                   key=lambda p: [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in p.split(".")])
     return f"module paths: {', '.join(paths)}; node names: {', '.join(plans)}"
 
 

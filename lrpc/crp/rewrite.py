@@ -28,9 +28,15 @@ from typing import Sequence
 import torch
 import torch.fx as fx
 
-from .. import kernels
+from .. import kernels, rules
 from ..errors import LrpcError
 from .layers import Layer, sample_layout
+
+# Rule kernels whose forward activations may have batch 1 against K rows of relevance: their denominator z, half
+# of their cost, is then computed once for the image instead of K times (it broadcasts, as it does for an
+# all-ones first-layer input). Used when one image is explained under K conditions.
+SHARED_ACTIVATION_KERNELS = (rules.alpha_beta_kernel, rules.gamma_kernel, rules.epsilon_kernel,
+                             rules.uniform_kernel)
 
 
 def repeat_rows(t, rows: torch.Tensor, repeats: int, *, dim: int, inner: int | None):
@@ -65,8 +71,9 @@ def row_targets(resolved: torch.Tensor, targets: torch.Tensor, repeats: int) -> 
 
 class _Rewrite:
     def __init__(self, module: fx.GraphModule, layers: Sequence[Layer], layouts: dict, per_row_targets: bool,
-                 input_relevance: bool):
+                 input_relevance: bool, single_image: bool):
         self.source = module
+        self.single_image = single_image
         self.input_relevance = input_relevance
         self.layouts = layouts          # forward node name -> its sample layout (None: no batch dimension)
         self.per_row = per_row_targets
@@ -183,7 +190,8 @@ class _Rewrite:
                 self.env[n] = self.env[kept[0]]
                 return
         self.level[n] = top
-        if self.relevance_rows(n):
+        shared = self.single_image and n.target in SHARED_ACTIVATION_KERNELS
+        if self.relevance_rows(n) and not shared:
             self.env[n] = self.graph.node_copy(n, lambda i: self.env[i] if i in self.level else self.widened(i))
         else:
             self.env[n] = self.graph.node_copy(n, self.env.__getitem__)
@@ -204,9 +212,11 @@ class _Rewrite:
 
 
 def conditioned_module(module: fx.GraphModule, layers: Sequence[Layer], plans: dict, *, per_row_targets: bool,
-                       input_relevance: bool = True) -> fx.GraphModule:
+                       input_relevance: bool = True, single_image: bool = False) -> fx.GraphModule:
     """The rewritten module (see the module docstring); ``layers[i]`` is masked by ``mask_i``. Without
-    ``input_relevance`` it returns None in its place and runs nothing below the layers."""
+    ``input_relevance`` it returns None in its place and runs nothing below the layers. ``single_image``: the
+    module will only see batches of one image, so the ``SHARED_ACTIVATION_KERNELS`` read its activations as
+    they are."""
     canonical = next(iter(plans.values())).node.graph
     layouts = {n.name: sample_layout(n) for n in canonical.nodes if n.op != "output"}
-    return _Rewrite(module, layers, layouts, per_row_targets, input_relevance).run()
+    return _Rewrite(module, layers, layouts, per_row_targets, input_relevance, single_image).run()
