@@ -6,7 +6,9 @@
    the batch (image-major: row b·K + k is image b under condition k) and multiplied by condition k's channel
    mask. The forward pass and the relevance above the first conditioned layer run once, on the B images.
 2. Every forward activation a batched relevance op reads is repeated K times right before its first use, in
-   the sample layout the activation has (``layers.sample_layout``: attention's merged [L·B, E] included).
+   the sample layout the activation has (``layers.sample_layout``: attention's merged [L·B, E] included). For
+   one image (the common case: one decision, K concepts) the z-rule kernels read the image's activations as
+   they are, so their denominators are computed once, not K times.
 3. Relevance that reaches a node without passing through every conditioned layer is dropped where it meets
    relevance that did (a fan-in sum below a layer that is not a cut of the graph, e.g. a skip connection around
    a conv inside a residual block). Each message carries a *level*: how many of the conditioned layers it has
