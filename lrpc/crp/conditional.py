@@ -8,6 +8,7 @@ once on the B images, the part below it on B·K rows.
 """
 from __future__ import annotations
 
+import numbers
 import weakref
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -37,6 +38,11 @@ class ConditionalAttribution:
     conditions: list[dict] = field(repr=False)
 
 
+def _is_index(value) -> bool:
+    """An int (Python's, NumPy's, a 0-d integer tensor's item), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_explainer(explainer) -> None:
     if not isinstance(explainer, Explainer):
         raise LrpcError(f"expected an lrpc Explainer (from lrpc.compile), got {type(explainer).__name__}")
@@ -46,10 +52,9 @@ def _channel_list(value, layer: Layer, where: str) -> list[int]:
     """A condition's channels of one layer as a non-empty list of in-range ints."""
     if isinstance(value, Tensor):
         value = value.reshape(-1).tolist()
-    if isinstance(value, int) and not isinstance(value, bool):
+    if _is_index(value):
         value = [value]
-    if not isinstance(value, (list, tuple)) or not value or \
-            not all(isinstance(c, int) and not isinstance(c, bool) for c in value):
+    if not isinstance(value, (list, tuple)) or not value or not all(_is_index(c) for c in value):
         raise LrpcError(f"{where}: the channels of layer {layer.name!r} must be an int or a non-empty list of ints, "
                         f"got {value!r}")
     bad = [c for c in value if not -layer.channels <= c < layer.channels]
@@ -57,7 +62,7 @@ def _channel_list(value, layer: Layer, where: str) -> list[int]:
         raise LrpcError(f"{where}: channel(s) {bad} out of range for layer {layer.name!r} (node {layer.node!r}, "
                         f"shape {list(layer.shape)}), which has {layer.channels} channels in dimension "
                         f"{layer.channel_dim}")
-    return [c % layer.channels for c in value]
+    return [int(c) % layer.channels for c in value]
 
 
 def _class_of(value, num_classes: int, where: str) -> int:
@@ -65,11 +70,11 @@ def _class_of(value, num_classes: int, where: str) -> int:
         value = value.reshape(-1).tolist()
     if isinstance(value, (list, tuple)) and len(value) == 1:
         value = value[0]
-    if not isinstance(value, int) or isinstance(value, bool):
+    if not _is_index(value):
         raise LrpcError(f"{where}: {OUTPUT!r} must be one class index (an int or a one-element list), got {value!r}")
     if not 0 <= value < num_classes:
         raise LrpcError(f"{where}: class {value} out of range for {num_classes} classes")
-    return value
+    return int(value)
 
 
 def _run(explainer: Explainer, build, x: Tensor, target, layers: Sequence[Layer], masks: Sequence[Tensor],
@@ -171,12 +176,14 @@ def conditional_heatmaps(explainer: Explainer, x: Tensor, layer: str, channels, 
     path around the layer (a skip connection around a conv inside a residual block) belongs to none of its
     channels and is in none of the maps."""
     _check_explainer(explainer)
-    if isinstance(channels, Tensor):
-        channels = channels.reshape(-1).tolist()
-    if isinstance(channels, int) and not isinstance(channels, bool):
+    if hasattr(channels, "tolist"):   # a tensor or a NumPy array
+        channels = channels.tolist()
+    if _is_index(channels):
         channels = [channels]
+    if isinstance(channels, range):
+        channels = list(channels)
     if not isinstance(channels, (list, tuple)) or not channels:
         raise LrpcError(f"channels must be a non-empty list of channel indices, got {channels!r}")
-    if not all(isinstance(c, int) and not isinstance(c, bool) for c in channels):
+    if not all(_is_index(c) for c in channels):
         raise LrpcError(f"channels must be ints (one concept each), got {channels!r}")
     return attribute(explainer, x, [{layer: [c]} for c in channels], target).heatmap
