@@ -32,13 +32,15 @@ import torch.fx as fx
 
 from .. import kernels, rules
 from ..errors import LrpcError
+from ..splitting import split_add
 from .layers import Layer, sample_layout
 
-# Rule kernels whose forward activations may have batch 1 against K rows of relevance: their denominator z, half
-# of their cost, is then computed once for the image instead of K times (it broadcasts, as it does for an
-# all-ones first-layer input). Used when one image is explained under K conditions.
-SHARED_ACTIVATION_KERNELS = (rules.alpha_beta_kernel, rules.gamma_kernel, rules.epsilon_kernel,
-                             rules.uniform_kernel)
+# Relevance ops whose forward activations may have batch 1 against K rows of relevance (with these extra keyword
+# arguments): what they compute from the activations alone — a rule's denominator z, half of its cost; the shares
+# of a residual add — is then computed once for the image instead of K times, and broadcasts over the rows (as it
+# does for an all-ones first-layer input). Used when one image is explained under K conditions.
+SHARED_ACTIVATION_OPS = {rules.alpha_beta_kernel: {}, rules.gamma_kernel: {}, rules.epsilon_kernel: {},
+                         rules.uniform_kernel: {}, split_add: {"shared_rows": True}}
 
 
 def repeat_rows(t, rows: torch.Tensor, repeats: int, *, dim: int, inner: int | None):
@@ -192,11 +194,13 @@ class _Rewrite:
                 self.env[n] = self.env[kept[0]]
                 return
         self.level[n] = top
-        shared = self.single_image and n.target in SHARED_ACTIVATION_KERNELS
+        shared = self.single_image and n.target in SHARED_ACTIVATION_OPS
         if self.relevance_rows(n) and not shared:
             self.env[n] = self.graph.node_copy(n, lambda i: self.env[i] if i in self.level else self.widened(i))
         else:
             self.env[n] = self.graph.node_copy(n, self.env.__getitem__)
+            if shared and self.relevance_rows(n):
+                self.env[n].kwargs = {**self.env[n].kwargs, **SHARED_ACTIVATION_OPS[n.target]}
 
     def apply_mask(self, n: fx.Node, given: int, mask: fx.Node) -> None:
         layer = self.given[given]
@@ -217,8 +221,8 @@ def conditioned_module(module: fx.GraphModule, layers: Sequence[Layer], plans: d
                        input_relevance: bool = True, single_image: bool = False) -> fx.GraphModule:
     """The rewritten module (see the module docstring); ``layers[i]`` is masked by ``mask_i``. Without
     ``input_relevance`` it returns None in its place and runs nothing below the layers. ``single_image``: the
-    module will only see batches of one image, so the ``SHARED_ACTIVATION_KERNELS`` read its activations as
-    they are."""
+    module will only see batches of one image, so the ``SHARED_ACTIVATION_OPS`` read its activations as they
+    are."""
     canonical = next(iter(plans.values())).node.graph
     layouts = {n.name: sample_layout(n) for n in canonical.nodes if n.op != "output"}
     return _Rewrite(module, layers, layouts, per_row_targets, input_relevance, single_image).run()
