@@ -68,7 +68,8 @@ class Rule:
 def epsilon_kernel(a, out, r, weight, bias, *, map, args, nonneg, eps, stab, use_bias):
     m = LINEAR_MAPS[map]
     z = out if use_bias or bias is None else m.forward(a, weight, None, args)
-    return _times_input(m.transpose(divide(r, z, stab, eps), a, weight, args), a, m.weighted)
+    s = divide(r, z, stab, eps)
+    return _times_input(m.transpose(s, _batch_like(a, s.shape[0]), weight, args), a, m.weighted)
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ def _times_input(c: Tensor, x: Tensor, weighted: bool) -> Tensor:
 
 
 def _batch_like(x: Tensor, batch: int) -> Tensor:
-    """``x`` (batch ``batch``, or 1 for an input shared by the batch) as a map's ``like`` argument."""
+    """``x`` (batch ``batch``, or 1 for an input shared by the batch: an all-ones input, or one image whose
+    relevance is conditioned K ways by ``lrpc.crp``) as a map's ``like`` argument."""
     return x if x.shape[0] == batch else x.expand(batch, *x.shape[1:])
 
 
@@ -372,7 +374,8 @@ def uniform_kernel(a, out, r, weight, bias, *, map, args, nonneg, eps, stab):
     m = LINEAR_MAPS[map]
     ones = torch.ones_like(a[:1])
     z = m.forward(ones, weight, bias, args)
-    return m.transpose(divide(r, z, stab, eps), a, weight, args)
+    s = divide(r, z, stab, eps)
+    return m.transpose(s, _batch_like(a, s.shape[0]), weight, args)
 
 
 @dataclass(frozen=True)

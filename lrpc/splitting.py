@@ -41,13 +41,18 @@ class Splitting:
         return f"{self.mode}({'with' if self.identity else 'without'} identity{extra})"
 
 
-def split_add(r, x0, x1, *, mode, eps, silent, nonneg=(False, False)):
+def split_add(r, x0, x1, *, mode, eps, silent, nonneg=(False, False), shared_rows=False):
     """Return (R_0, R_1) for y = x0 + x1; ``silent`` is the index of an operand that gets nothing, or -1;
-    ``nonneg[k]``: the compiler proved x_k >= 0 (a ReLU output), so |x_k| = x_k needs no pass of its own."""
+    ``nonneg[k]``: the compiler proved x_k >= 0 (a ReLU output), so |x_k| = x_k needs no pass of its own.
+    ``shared_rows``: x0 and x1 are one sample that every row of r shares (``lrpc.crp``: one image under K
+    conditions), so the shares are computed once and the parts keep r's rows."""
+    shape0, shape1 = x0.shape, x1.shape
+    if shared_rows:
+        shape0, shape1 = (r.shape[0], *shape0[1:]), (r.shape[0], *shape1[1:])
     if silent == 0:
-        return torch.zeros_like(x0), r.sum_to_size(x1.shape)
+        return r.new_zeros(shape0) if shared_rows else torch.zeros_like(x0), r.sum_to_size(shape1)
     if silent == 1:
-        return r.sum_to_size(x0.shape), torch.zeros_like(x1)
+        return r.sum_to_size(shape0), r.new_zeros(shape1) if shared_rows else torch.zeros_like(x1)
     if mode == "symmetric":
         r0 = r1 = 0.5 * r
     elif mode == "ratio":
@@ -58,7 +63,7 @@ def split_add(r, x0, x1, *, mode, eps, silent, nonneg=(False, False)):
         s = divide(r, x0 + x1, "sign" if eps else "none", eps)
         r0 = x0 * s
         r1 = s.mul_(x1) if in_place() and s.shape == x1.shape else x1 * s
-    return r0.sum_to_size(x0.shape), r1.sum_to_size(x1.shape)
+    return r0.sum_to_size(shape0), r1.sum_to_size(shape1)
 
 
 def _ratio_share(x0, x1, nonneg):

@@ -1,0 +1,7 @@
+"""Concept Relevance Propagation (Achtibat et al., Nature Machine Intelligence 2023): conditional heatmaps of
+the channels (concepts) of an inner layer, zennit-crp's condition sets, and the ranking of a layer's concepts.
+See docs/concepts.md."""
+from .conditional import ConditionalAttribution, attribute, conditional_heatmaps
+from .ranking import ConceptRanking, rank_concepts
+
+__all__ = ["conditional_heatmaps", "attribute", "ConditionalAttribution", "rank_concepts", "ConceptRanking"]
