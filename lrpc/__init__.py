@@ -3,7 +3,7 @@
     explainer = lrpc.compile(model, rules="otsuki2024", example_input=torch.randn(1, 3, 224, 224))
     exp = explainer(x)            # exp.relevance, exp.heatmap(quantize=8), exp.layer_sums, exp.start
 """
-from . import models, rules
+from . import crp, models, rules
 from .captum import LRPC
 from .compiler import compile
 from .errors import LrpcError
@@ -13,7 +13,7 @@ from .runtime import Explainer, Explanation
 from .splitting import Splitting
 
 __all__ = ["compile", "preset", "presets", "Rules", "Splitting", "LayerContext", "Explainer", "Explanation",
-           "LrpcError", "heat_quantize", "models", "rules", "IMAGENET_LOW", "IMAGENET_HIGH", "LRPC"]
+           "LrpcError", "heat_quantize", "models", "rules", "crp", "IMAGENET_LOW", "IMAGENET_HIGH", "LRPC"]
 __version__ = "0.1.0"
 
 

@@ -1,9 +1,8 @@
-"""Concept Relevance Propagation (Achtibat et al., Nature Machine Intelligence 2023): concepts of a layer, their
-reference examples over a dataset, and the "glocal" figure.
-
-    examples = lrpc.crp.reference_examples("job", "layer4", channel=7)   # after explain-dataset --concepts layer4
-    crops = examples.crops()                                             # the images cut to their receptive fields
-"""
+"""Concept Relevance Propagation (Achtibat et al., Nature Machine Intelligence 2023): conditional heatmaps of
+the channels (concepts) of an inner layer, zennit-crp's condition sets, the ranking of a layer's concepts, and
+their reference examples over a dataset (``lrpc explain-dataset --concepts``). See docs/concepts.md."""
+from .conditional import ConditionalAttribution, attribute, conditional_heatmaps
 from .references import ReferenceExamples, reference_crops, reference_examples
 
-__all__ = ["ReferenceExamples", "reference_crops", "reference_examples"]
+__all__ = ["conditional_heatmaps", "attribute", "ConditionalAttribution", "ReferenceExamples", "reference_crops",
+           "reference_examples"]
