@@ -1,7 +1,8 @@
 """``explain-dataset --concepts LAYER``: per-channel reference examples (CRP's relevance maximisation) of a job.
 
-For every image and every channel ``c`` of the layer's output (channels are dimension 1: ``[B, C, H, W]`` or
-``[B, C]``), the unit's explanation (compiled with ``keep=[layer]``) gives the relevance and the activation at
+For every image and every channel ``c`` of the layer's output (a layer as ``lrpc.crp.conditional_heatmaps``
+names it; channels in dimension 1 of a conv's ``[B, C, H, W]``, the last of a transformer's ``[B, T, D]``), the
+unit's explanation (compiled with ``keep=[layer]``) gives the relevance and the activation at
 that output, and four numbers are stored per (image, channel) in ``maps.zarr/concepts/<layer>/``:
 
 - ``relevance_sum`` — Σ over positions of the relevance in channel c: the concept relevance R_c of CRP, the
@@ -27,13 +28,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..crp.layers import resolve
 from ..errors import LrpcError
-from ..ops import shape
 from ..receptive_field import ReceptiveField, receptive_field
 from .extras import require
 
-__all__ = ["MODES", "STATISTICS", "ConceptLayer", "concept_layers", "concept_node", "create_concept_arrays",
-           "rank_references", "unit_statistics"]
+__all__ = ["MODES", "STATISTICS", "ConceptLayer", "concept_layers", "create_concept_arrays", "rank_references",
+           "unit_statistics"]
 
 MODES = ("relevance", "activation")
 STATISTICS = ("sum", "max")
@@ -49,38 +50,31 @@ class ConceptLayer:
     layer: str
     node: str
     channels: int
-    field: ReceptiveField
+    channel_dim: int
+    field: ReceptiveField   # over the positions: the output without its batch and channel dimensions
 
     def describe(self) -> dict:
         axes = [None if a is None else {"offset": a.offset, "jump": a.jump, "size": a.size} for a in self.field.axes]
-        return {"node": self.node, "channels": self.channels, "grid": list(self.field.grid),
-                "receptive_field": axes}
-
-
-def concept_node(explainer, layer: str) -> str:
-    """The node a layer name means: a node name, or a module path (its last node: a block's output)."""
-    plans = explainer.plans
-    if layer in plans:
-        return layer
-    inside = [name for name in explainer.layer_names
-              if plans[name].module is not None and (plans[name].module == layer
-                                                     or plans[name].module.startswith(layer + "."))]
-    if not inside:
-        modules = sorted({p.module.split(".")[0] for p in plans.values() if p.module})
-        raise LrpcError(f"unknown layer {layer!r}: neither a node name nor a module path of the model (top-level "
-                        f"modules: {', '.join(modules)})")
-    return inside[-1]
+        return {"node": self.node, "channels": self.channels, "channel_dim": self.channel_dim,
+                "grid": list(self.field.grid), "receptive_field": axes}
 
 
 def concept_layers(explainer, layers: Sequence[str]) -> list[ConceptLayer]:
+    """The layers as CRP's conditional heatmaps resolve them (``lrpc.crp.layers.resolve``), with their fields."""
     result = []
     for layer in layers:
-        node = concept_node(explainer, layer)
-        out = shape(explainer.plans[node].node)
-        if out is None or len(out) < 2:
-            raise LrpcError(f"layer {layer!r} (node {node!r}) has output shape {out}: concepts need channels in "
-                            "dimension 1 ([B, C, ...])")
-        result.append(ConceptLayer(layer, node, out[1], receptive_field(explainer, node)))
+        resolved = resolve(explainer, explainer._current(), layer)
+        if resolved.batch_dim != 0:
+            raise LrpcError(f"layer {layer!r} (node {resolved.node!r}, shape {resolved.shape}) is not batch-major")
+        field = receptive_field(explainer, resolved.node)
+        if resolved.channel_dim != 1:   # token layouts: their positions reached the input through attention
+            grid = tuple(n for d, n in enumerate(resolved.shape) if d not in (0, resolved.channel_dim))
+            if any(axis is not None for axis in field.axes):
+                raise LrpcError(f"layer {layer!r} (node {resolved.node!r}, shape {resolved.shape}) has channels in "
+                                f"dimension {resolved.channel_dim} and positions with a receptive field; "
+                                "--concepts needs channels in dimension 1 there")
+            field = ReceptiveField(resolved.node, grid, field.image, (None,) * len(grid))
+        result.append(ConceptLayer(layer, resolved.node, resolved.channels, resolved.channel_dim, field))
     return result
 
 
@@ -95,10 +89,11 @@ def create_concept_arrays(group, layers: dict[str, int], n_images: int, unit: in
 
 
 def unit_statistics(layer: ConceptLayer, relevance: torch.Tensor, activation: torch.Tensor) -> dict:
-    """[b, C, ...] relevance and activation of a layer -> its per-image arrays ([b, C] numpy) by store name."""
+    """The relevance and activation at a layer's output -> its per-image arrays ([b, C] numpy) by store name."""
     result = {}
     for mode, values in (("relevance", relevance), ("activation", activation)):
-        flat = values.detach().float().reshape(values.shape[0], values.shape[1], -1)
+        values = values.detach().float().movedim(layer.channel_dim, 1)
+        flat = values.reshape(values.shape[0], values.shape[1], -1)
         result[f"{GROUP}/{layer.layer}/{mode}_sum"] = flat.sum(2).cpu().numpy()
         largest, position = flat.max(2)
         result[f"{GROUP}/{layer.layer}/{mode}_max"] = largest.cpu().numpy()
