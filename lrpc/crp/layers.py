@@ -95,8 +95,9 @@ def resolve(explainer, build, name: str) -> Layer:
         if not inside:
             modules = dict(explainer._model.named_modules()) if explainer._model is not None else {}
             if name in modules:
-                raise LrpcError(f"module {name!r} ({type(modules[name]).__name__}) runs no op in the captured "
-                                f"graph (dropout and identities are removed); {valid_names(plans)}")
+                raise LrpcError(f"layer {name!r} ({type(modules[name]).__name__}) is not on the relevance path: no "
+                                "op of it is in the captured graph of the explained output (its output does not "
+                                f"reach it, or it is a dropout or an identity); {valid_names(plans)}")
             raise LrpcError(f"unknown layer {name!r}; {valid_names(plans)}")
         last = inside[-1]
         if last.name not in plans:
