@@ -4,6 +4,7 @@ masked pass; conservation across the channels of a layer; the rule for layers th
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 from zennit.attribution import Gradient
 from zennit.composites import EpsilonPlusFlat
@@ -40,10 +41,28 @@ def zennit_conditional(model, x, target, module_name, channels, num_classes):
     return relevance.reshape(x.shape[0], len(channels), *x.shape[1:]).sum(2)
 
 
-@pytest.mark.parametrize("arch,layer", [("vgg11", "features.8"), ("vgg11_bn", "features.11")])
-def test_conditional_heatmaps_match_zennit(arch, layer):
+NARROW = [8, "M", 16, "M", 16, 16, "M", 24, 24, "M", 24, 24, "M"]   # vgg11's pattern, narrow
+
+
+def vgg(arch):
+    """torchvision's VGG: a named architecture, or ``narrow[_bn]`` (vgg11's layers at a fraction of the width)."""
+    if arch.startswith("narrow"):
+        features = torchvision.models.vgg.make_layers(NARROW, batch_norm=arch.endswith("_bn"))
+        model = torchvision.models.VGG(features, num_classes=5, init_weights=True)
+        model.classifier[0] = nn.Linear(24 * 7 * 7, 32)
+        model.classifier[3] = nn.Linear(32, 32)
+        model.classifier[6] = nn.Linear(32, 5)
+        return model
+    return vgg_with_narrow_classifier(arch, num_classes=5, hidden=32)
+
+
+@pytest.mark.parametrize("arch,layer,channels", [
+    ("narrow", "features.8", [0, 5, 13]), ("narrow_bn", "features.11", [0, 5, 13]),
+    pytest.param("vgg11", "features.8", [0, 7, 100, 255], marks=pytest.mark.slow),
+    pytest.param("vgg11_bn", "features.11", [0, 7, 100, 255], marks=pytest.mark.slow)])
+def test_conditional_heatmaps_match_zennit(arch, layer, channels):
     torch.manual_seed(0)
-    model = randomize_batchnorm(vgg_with_narrow_classifier(arch, num_classes=5, hidden=32)).double().eval()
+    model = randomize_batchnorm(vgg(arch)).double().eval()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.Conv2d):
@@ -52,11 +71,10 @@ def test_conditional_heatmaps_match_zennit(arch, layer):
                 m.eps = 1e-14
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     target = torch.tensor([1, 3])
-    channels = [0, 7, 100, 255]
     explainer = lrpc.compile(model, rules=lrpc.preset("epsilon-plus-flat", start="one"), example_input=x[:1])
     ours = lrpc.crp.conditional_heatmaps(explainer, x, layer=layer, channels=channels, target=target)
     theirs = zennit_conditional(model, x, target, layer, channels, 5)
-    assert ours.shape == (2, 4, 32, 32)
+    assert ours.shape == (2, len(channels), 32, 32)
     scale = float(theirs.abs().max())
     assert scale > 0
     assert torch.allclose(ours, theirs, rtol=0, atol=1e-7 * scale), float((ours - theirs).abs().max() / scale)
@@ -180,7 +198,7 @@ def test_bad_layers_and_channels_are_named():
 
 
 # ------------------------------------------------------------------------------------------------ transformers
-@pytest.mark.parametrize("preset", ["cp-lrp", "attnlrp"])
+@pytest.mark.parametrize("preset", ["cp-lrp", pytest.param("attnlrp", marks=pytest.mark.slow)])
 def test_vit_concepts_are_token_channels_and_mlp_units(preset):
     """On a torchvision ViT the concepts of a block are the channels of its tokens, those of an MLP its hidden
     units. Below the layer the relevance runs through attention, whose activations hold the batch merged with the

@@ -77,7 +77,8 @@ def _run(explainer: Explainer, build, x: Tensor, target, layers: Sequence[Layer]
     """One call of the rewritten module: (logits, explained target [B], input relevance [B·K, ...] or None,
     masked relevance at each layer [B·K, ...])."""
     per_row = row_targets is not None
-    key = (tuple((l.node, l.relevance, l.batch_dim, l.channel_dim) for l in layers), per_row, input_relevance)
+    key = (tuple((l.node, l.relevance, l.batch_dim, l.channel_dim) for l in layers), per_row, input_relevance,
+           repr(explainer._compile_kwargs))   # explainer.compile() after a first call compiles a fresh one
     repeats = masks[0].shape[0] if masks else row_targets.numel() // x.shape[0]
     with explainer._gate.shared():
         cache = _MODULES.setdefault(build.module, {})
