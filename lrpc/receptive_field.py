@@ -36,7 +36,8 @@ class Axis:
     size: int
 
     def through(self, kernel: int, stride: int, padding: int, dilation: int) -> "Axis":
-        return Axis(self.offset - self.jump * padding, self.jump * stride, self.size + self.jump * dilation * (kernel - 1))
+        return Axis(self.offset - self.jump * padding, self.jump * stride,
+                    self.size + self.jump * dilation * (kernel - 1))
 
     def union(self, other: "Axis") -> "Axis":
         start = min(self.offset, other.offset)

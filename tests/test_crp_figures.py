@@ -81,7 +81,8 @@ def test_cli_writes_the_figure(job, tmp_path, capsys):
                  "-o", str(out)]) == 0
     with Image.open(out) as picture:
         assert picture.size[1] == 3 * 184
-    assert main(["concepts", image, "--model", "groundtruth", "--layer", "layer2", "-o", str(tmp_path / "maps.png")]) == 0
+    assert main(["concepts", image, "--model", "groundtruth", "--layer", "layer2",
+                 "-o", str(tmp_path / "maps.png")]) == 0
     assert main(["concepts", image, "--model", "groundtruth", "--layer", "layer3", "--job", str(job),
                  "-o", str(tmp_path / "bad.png")]) == 1
     assert "recorded concepts of layer2, not of 'layer3'" in capsys.readouterr().err

@@ -141,10 +141,9 @@ def rank_references(arrays: dict, layers: Sequence[ConceptLayer], paths: Sequenc
                 indices, values = top_images(lambda a, b: scores[a:b], n_images, unit, layer.channels, top)
                 if indices.size == 0:
                     continue
-                where = positions.get_orthogonal_selection((np.unique(indices), slice(None)))
-                row_of = {index: row for row, index in enumerate(np.unique(indices))}
-                flat = where[[row_of[i] for i in indices.reshape(-1)], np.repeat(np.arange(layer.channels),
-                                                                                  indices.shape[1])]
+                ranked = np.unique(indices)   # read the positions of the ranked images only
+                where = positions.get_orthogonal_selection((ranked, slice(None)))
+                flat = where[np.searchsorted(ranked, indices), np.arange(layer.channels)[:, None]].reshape(-1)
                 boxes = layer.field.boxes(flat)
                 coordinates = np.unravel_index(flat, grid) if len(grid) == 2 else (np.zeros_like(flat),) * 2
                 k = indices.shape[1]

@@ -213,6 +213,17 @@ def _image_table(table: dict, store, images: _Images, shown: int, thumbnail: int
             f"<tbody>{''.join(body)}</tbody></table>")
 
 
+def _mean_over_images(array) -> np.ndarray:
+    """[C]: the mean of an [N, C] array's finite rows (failed images are NaN), read one chunk of rows at a time."""
+    total, count = np.zeros(array.shape[1]), 0
+    for start in range(0, array.shape[0], array.chunks[0]):
+        rows = np.asarray(array[start:start + array.chunks[0]], np.float64)
+        rows = rows[np.isfinite(rows).all(1)]
+        total += rows.sum(0)
+        count += len(rows)
+    return total / max(count, 1)
+
+
 def _atlas(job: Path, description: dict, store, images: _Images, atlas_channels: int) -> str:
     pq = require("pyarrow.parquet")
     references = pq.read_table(job / "concepts.parquet", filters=[("mode", "==", "relevance"),
@@ -225,8 +236,7 @@ def _atlas(job: Path, description: dict, store, images: _Images, atlas_channels:
              "with the images where that channel is most relevant (relevance maximisation), cut to the receptive "
              "field of its most relevant position.</p>"]
     for layer, about in description["concepts"].items():
-        relevance = store[f"concepts/{layer}/relevance_sum"][:]
-        mean = np.nanmean(relevance, axis=0) if np.isfinite(relevance).any() else np.zeros(relevance.shape[1])
+        mean = _mean_over_images(store[f"concepts/{layer}/relevance_sum"])
         ranked = np.argsort(-mean, kind="stable")[:atlas_channels]
         rows = []
         for channel in ranked.tolist():
