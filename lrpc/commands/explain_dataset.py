@@ -41,6 +41,12 @@ def register(subparsers) -> None:
                         help=f"comma-separated perturbation metrics per image: {','.join(METRICS)}")
     parser.add_argument("--protocol", default="fair", choices=list(PROTOCOLS),
                         help="protocol of the metrics (lrpc.metrics.PROTOCOLS; default fair)")
+    parser.add_argument("--concepts", default="", metavar="LAYER[,LAYER]",
+                        help="record reference examples for every channel of these layers (module paths or node "
+                             "names): the top images by the channel's relevance and activation, with the "
+                             "receptive-field box of its maximum, in JOB/concepts.parquet")
+    parser.add_argument("--top", type=int, default=16, metavar="N",
+                        help="reference examples kept per channel, mode and statistic (default 16)")
     parser.add_argument("--compile", action="store_true", help="run the explainer through torch.compile")
     parser.add_argument("--input-size", type=int, metavar="S",
                         help="side of the square model input (default: the model's own, else 224)")
@@ -64,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         args.root, args.output, model=args.model, weights=args.weights, rules=args.rules, target=args.target,
         unit=args.unit, relevance=args.relevance, metrics=args.metrics, protocol=args.protocol, dtype=args.dtype,
         compile=args.compile, input_size=args.input_size, resize=args.resize, normalize=args.normalize,
-        device=args.device, overwrite=args.overwrite, progress=not args.quiet, loader_threads=args.loader_threads)
+        device=args.device, overwrite=args.overwrite, progress=not args.quiet, loader_threads=args.loader_threads,
+        concepts=args.concepts, top=args.top)
     if not args.quiet and _is_rank_zero():
         print(describe(summary, args.output))
     return 0

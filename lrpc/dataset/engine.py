@@ -31,6 +31,7 @@ from ..debug.accounting import absorber
 from ..errors import LrpcError
 from ..metrics.perturbation import PROTOCOLS, insertion_deletion, resolve_protocol
 from ..presets import PRESETS
+from .concepts import ConceptLayer, concept_layers, rank_references, unit_statistics
 from .distributed import join_ranks, pick_device
 from .job import JobFolder
 from .progress import JobProgress, format_summary, summarize
@@ -63,7 +64,8 @@ def explain_dataset(root: str | os.PathLike, output: str | os.PathLike, *, model
                     unit: int = 32, relevance: bool = False, metrics: Sequence[str] = (), protocol: str = "fair",
                     dtype: str = "float32", compile: bool = False, input_size: int | None = None,
                     resize: int | None = None, normalize: str = "model", device: str | None = None,
-                    overwrite: bool = False, progress: bool = True, loader_threads: int = 4) -> dict:
+                    overwrite: bool = False, progress: bool = True, loader_threads: int = 4,
+                    concepts: Sequence[str] | str = (), top: int = 16) -> dict:
     """Explain every image under ``root`` into the job folder ``output``; returns the job's summary.
 
     ``root`` holds class folders (label = folder) or images. ``model`` is a model spec as ``--model`` takes
@@ -74,10 +76,13 @@ def explain_dataset(root: str | os.PathLike, output: str | os.PathLike, *, model
     ``("insertion", "deletion", "id")`` under ``protocol`` (a name of ``lrpc.metrics.PROTOCOLS``).
     ``compile`` runs the explainer through ``torch.compile``. Run the same call under ``torchrun`` and every
     rank does its share; run it again after an interruption and only the missing units are explained.
-    A job made with other settings is refused unless ``overwrite``.
+    A job made with other settings is refused unless ``overwrite``. ``concepts`` names layers (module paths
+    or node names; a comma-separated string works too) whose channels get reference examples: the ``top``
+    images by relevance and by activation per channel, in ``JOB/concepts.parquet`` (``lrpc.dataset.concepts``).
     """
     metrics = _check_settings(rules, target, unit, metrics, protocol, dtype, input_size, resize, normalize,
                               loader_threads)
+    concepts = _check_concepts(concepts, top)
     start_time = time.perf_counter()
     with join_ranks() as ranks:
         loaded = _load(model, weights)
@@ -92,20 +97,23 @@ def explain_dataset(root: str | os.PathLike, output: str | os.PathLike, *, model
                   "unit": unit, "relevance": relevance, "dtype": dtype, "metrics": list(metrics),
                   "protocol": protocol if metrics else None, "input_size": size, "resize": resize,
                   "mean": list(mean), "std": list(std)}
-        plan = ranks.share(partial(_open_job, job, Path(root), loaded, config, overwrite))
+        if concepts:   # only then, so jobs made without concepts keep their identity
+            config.update(concepts=list(concepts), top=top)
+
+        device = pick_device(device, ranks)
+        model_on_device = loaded.model.to(device)
+        # compiled before the job is opened: the concept layers' channel counts shape the store
+        explainer, layers = _compile(model_on_device, preset_for_input(rules, mean, std),
+                                     torch.zeros(1, CHANNELS, size, size, device=device), concepts)
+        plan = ranks.share(partial(_open_job, job, Path(root), loaded, config, overwrite, layers))
         if plan.config["model_sha256"] != model_digest:
             raise LrpcError(f"rank {ranks.rank} built a model with other weights than rank 0 (a model with random "
                             "weights differs in every process: pass weights)")
         if plan.finished is not None:
             return plan.finished
-
-        device = pick_device(device, ranks)
-        model_on_device = loaded.model.to(device)
-        explainer = compile_explainer(model_on_device, preset_for_input(rules, mean, std),
-                                      example_input=torch.zeros(1, CHANNELS, size, size, device=device))
         if compile:
             explainer = explainer.compile()
-        explain_unit = _UnitExplainer(explainer, model_on_device, plan, ranks.rank, device)
+        explain_unit = _UnitExplainer(explainer, model_on_device, plan, ranks.rank, device, layers)
         bar = JobProgress(job.parts, len(plan.work), unit, enabled=progress and ranks.is_main)
         started = time.perf_counter()
         try:
@@ -120,7 +128,28 @@ def explain_dataset(root: str | os.PathLike, output: str | os.PathLike, *, model
                "seconds": seconds, "images_per_second": images_now / seconds if seconds > 0 else None,
                "total_seconds": time.perf_counter() - start_time, "device": str(device), "compile": compile,
                "lrpc": __version__, "torch": torch.__version__}
-        return ranks.share(partial(_finish, job, plan, explain_unit.schema, explain_unit.metric_columns, run))
+        return ranks.share(partial(_finish, job, plan, explain_unit.schema, explain_unit.metric_columns, run,
+                                   layers))
+
+
+def _compile(model: nn.Module, rules, example: torch.Tensor, concepts: Sequence[str]):
+    """The job's explainer, keeping the concept layers' relevance and activation, and those layers."""
+    explainer = compile_explainer(model, rules, example_input=example)
+    if not concepts:
+        return explainer, []
+    layers = concept_layers(explainer, concepts)
+    return compile_explainer(model, rules, example_input=example, keep=[layer.node for layer in layers]), layers
+
+
+def _check_concepts(concepts: Sequence[str] | str, top: int) -> tuple[str, ...]:
+    if isinstance(concepts, str):
+        concepts = [name.strip() for name in concepts.split(",") if name.strip()]
+    concepts = tuple(concepts)
+    if len(set(concepts)) != len(concepts) or any(not isinstance(name, str) or not name for name in concepts):
+        raise LrpcError(f"concepts must name distinct layers, got {list(concepts)!r}")
+    if not isinstance(top, int) or top < 1:
+        raise LrpcError(f"top must be a positive integer, got {top!r}")
+    return concepts
 
 
 def _check_settings(rules, target, unit, metrics, protocol, dtype, input_size, resize, normalize,
@@ -165,7 +194,8 @@ def _state_digest(model: nn.Module) -> str:
     return sha.hexdigest()
 
 
-def _open_job(job: JobFolder, root: Path, loaded: LoadedModel, config: dict, overwrite: bool) -> _Plan:
+def _open_job(job: JobFolder, root: Path, loaded: LoadedModel, config: dict, overwrite: bool,
+              layers: Sequence[ConceptLayer]) -> _Plan:
     """Rank 0: list the images, create / resume / refuse the job folder, and find the units left to do."""
     work = scan_images(root, loaded.input.class_names)
     if work.labels is None and (config["target"] == "label" or _needs_labels(config)):
@@ -175,8 +205,11 @@ def _open_job(job: JobFolder, root: Path, loaded: LoadedModel, config: dict, ove
     info = {"root": str(root.resolve()), "classes": list(work.classes), "label_source": work.label_source,
             "units": unit_count(len(work), config["unit"]), "lrpc": __version__, "torch": torch.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if layers:
+        info["concepts"] = {layer.layer: layer.describe() for layer in layers}
     store = partial(create_store, n_images=len(work), unit=config["unit"], channels=CHANNELS,
-                    size=config["input_size"], relevance=config["relevance"], dtype=config["dtype"])
+                    size=config["input_size"], relevance=config["relevance"], dtype=config["dtype"],
+                    concepts={layer.layer: layer.channels for layer in layers})
     job.open(config, info, overwrite=overwrite, create_store=store)
     if job.complete:
         return _Plan(work, config, (), {**job.read_summary(), "already_complete": True})
@@ -243,8 +276,10 @@ def _fault_after(rank: int) -> int | None:
 class _UnitExplainer:
     """One unit in: its maps (NaN rows for images that failed) and its table rows out."""
 
-    def __init__(self, explainer, model: nn.Module, plan: _Plan, rank: int, device: torch.device):
+    def __init__(self, explainer, model: nn.Module, plan: _Plan, rank: int, device: torch.device,
+                 layers: Sequence[ConceptLayer]):
         config = plan.config
+        self.layers = layers
         self.explainer, self.model, self.work, self.rank, self.device = explainer, model, plan.work, rank, device
         self.unit, self.target, self.relevance = config["unit"], config["target"], config["relevance"]
         self.mean, self.std, self.size = config["mean"], config["std"], config["input_size"]
@@ -279,14 +314,15 @@ class _UnitExplainer:
         heatmap = np.full((n, self.size, self.size), np.nan, np.float32)
         relevance = np.full((n, CHANNELS, self.size, self.size), np.nan, np.float32) if self.relevance else None
         good = [k for k, item in enumerate(images) if not isinstance(item, str)]
+        concepts: dict[str, np.ndarray] = {}
         if good:
             self._explain(torch.stack([images[k] for k in good]).to(self.device), [indices[k] for k in good],
-                          good, rows, heatmap, relevance)
+                          good, rows, heatmap, relevance, concepts)
         rows["seconds"] = [(time.perf_counter() - began) / n] * n
-        return UnitMaps(unit_id, indices.start, heatmap, relevance, partial(commit, rows))
+        return UnitMaps(unit_id, indices.start, heatmap, relevance, partial(commit, rows), concepts)
 
     def _explain(self, x: torch.Tensor, indices: list[int], good: list[int], rows: dict, heatmap: np.ndarray,
-                 relevance: np.ndarray | None) -> None:
+                 relevance: np.ndarray | None, concepts: dict) -> None:
         labels = None if self.work.labels is None else torch.tensor([self.work.labels[i] for i in indices])
         if self.target == "pred":
             target = None
@@ -299,6 +335,12 @@ class _UnitExplainer:
         heatmap[good] = heat.cpu().numpy()
         if relevance is not None:
             relevance[good] = exp.relevance.float().cpu().numpy()
+        for layer in self.layers:
+            statistics = unit_statistics(layer, exp.relevances[layer.node], exp.activations[layer.node])
+            for name, values in statistics.items():   # rows of failed images: NaN scores, position -1
+                missing = -1 if values.dtype.kind == "i" else np.nan
+                concepts[name] = np.full((len(heatmap), *values.shape[1:]), missing, values.dtype)
+                concepts[name][good] = values
         probabilities = exp.logits.float().softmax(1)
         predicted = probabilities.argmax(1)
         values = {"target": exp.target, "predicted": predicted,
@@ -318,10 +360,15 @@ class _UnitExplainer:
                 column[k] = value
 
 
-def _finish(job: JobFolder, plan: _Plan, schema, metric_columns: list[str], run: dict) -> dict:
-    """Rank 0, after every rank passed the barrier: merge the parts, write the summary, then ``_SUCCESS``."""
+def _finish(job: JobFolder, plan: _Plan, schema, metric_columns: list[str], run: dict,
+            layers: Sequence[ConceptLayer]) -> dict:
+    """Rank 0, after every rank passed the barrier: merge the parts, rank the concepts' reference examples,
+    write the summary, then ``_SUCCESS``."""
     n_images = len(plan.work)
     table = merge_parts(job.parts, unit_count(n_images, plan.config["unit"]), n_images, schema, job.table)
+    if layers:
+        rank_references(open_store(job.maps), layers, plan.work.paths, plan.config["unit"], plan.config["top"],
+                        job.concepts)
     summary = summarize(table, metric_columns, run)
     job.finish(summary)
     return summary

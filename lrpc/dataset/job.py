@@ -26,12 +26,13 @@ class JobFolder:
         self.maps = self.path / "maps.zarr"
         self.parts = self.path / "parts"
         self.table = self.path / "table.parquet"
+        self.concepts = self.path / "concepts.parquet"
         self.summary = self.path / "summary.json"
         self.success = self.path / "_SUCCESS"
 
     @property
     def _entries(self) -> tuple[Path, ...]:
-        return (self.success, self.summary, self.table, self.job_json, self.parts, self.maps)
+        return (self.success, self.summary, self.concepts, self.table, self.job_json, self.parts, self.maps)
 
     def read_config(self) -> dict | None:
         if not self.job_json.is_file():

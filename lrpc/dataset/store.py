@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from ..errors import LrpcError
+from .concepts import create_concept_arrays
 from .extras import require
 
 __all__ = ["DTYPES", "StoreWriter", "UnitMaps", "create_store", "decode", "encode", "open_store"]
@@ -31,8 +32,8 @@ DTYPES = ("float32", "float16")
 
 
 def create_store(path: Path, n_images: int, unit: int, channels: int, size: int, *, relevance: bool,
-                 dtype: str) -> None:
-    """Create the (empty, NaN-filled) arrays of a new job."""
+                 dtype: str, concepts: dict[str, int] | None = None) -> None:
+    """Create the (empty, NaN-filled) arrays of a new job; ``concepts`` maps layers to their channel counts."""
     zarr = require("zarr")
     group = zarr.open_group(str(path), mode="w")
     arrays = {"heatmap": ((n_images, size, size), ("index", "y", "x"))}
@@ -44,13 +45,14 @@ def create_store(path: Path, n_images: int, unit: int, channels: int, size: int,
         if dtype != "float32":
             group.create_array(f"{name}_scale", shape=(n_images,), chunks=(unit,), dtype="float32",
                                fill_value=np.nan, dimension_names=("index",))
+    create_concept_arrays(group, concepts or {}, n_images, unit)
 
 
 def open_store(path: Path) -> dict:
-    """The job's arrays by name, open for writing."""
+    """The job's arrays by path (``heatmap``, ``concepts/<layer>/relevance_sum``, ...), open for writing."""
     zarr = require("zarr")
     group = zarr.open_group(str(path), mode="r+")
-    return {name: array for name, array in group.arrays()}
+    return {name: node for name, node in group.members(max_depth=None) if isinstance(node, zarr.Array)}
 
 
 def encode(maps: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -74,13 +76,15 @@ def decode(stored: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
 
 @dataclass
 class UnitMaps:
-    """One unit's results: rows ``start:start + len(heatmap)`` of the arrays, then ``commit()`` (the part)."""
+    """One unit's results: rows ``start:start + len(heatmap)`` of the arrays, then ``commit()`` (the part).
+    ``concepts`` holds the concept layers' per-image arrays by store path, stored as they are."""
 
     unit_id: int
     start: int
     heatmap: np.ndarray
     relevance: np.ndarray | None
     commit: Callable[[], None]
+    concepts: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class StoreWriter:
@@ -136,3 +140,5 @@ class StoreWriter:
             self._arrays[name][rows] = stored
             if scale is not None:
                 self._arrays[f"{name}_scale"][rows] = scale
+        for name, values in maps.concepts.items():
+            self._arrays[name][rows] = values
