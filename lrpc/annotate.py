@@ -16,7 +16,7 @@ from .canonicalize import module_of
 from .errors import LrpcError
 from .kernels import check_start
 from .linear_maps import LINEAR_MAPS
-from .ops import Context, OpInfo, Unsupported, describe_target, op_info, packet, shape
+from .ops import SOURCE, Context, OpInfo, Unsupported, describe_target, op_info, packet, shape
 from .ops.attention import is_softmax_output
 from .presets import LayerContext, Rules
 from .rules import Pass, Rule
@@ -52,7 +52,7 @@ def annotate(gm: fx.GraphModule, rules: Rules) -> tuple[dict[fx.Node, NodePlan],
     nodes = list(gm.graph.nodes)
     order = {n: i for i, n in enumerate(nodes)}
     placeholders = [n for n in nodes if n.op == "placeholder"]
-    if len(placeholders) != 1:
+    if len(placeholders) != 1 and any(n.meta.get(SOURCE) for n in placeholders):
         raise LrpcError(f"lrpc explains models with one tensor input; this one takes {len(placeholders)} "
                         f"({', '.join(n.name for n in placeholders)})")
     output = next(n for n in nodes if n.op == "output")

@@ -21,7 +21,7 @@ import torch.fx as fx
 from torch.fx.passes.shape_prop import ShapeProp, _extract_tensor_metadata
 
 from .errors import LrpcError
-from .ops import batch_layout, depends_on_input, is_tensor, packet, params, shape
+from .ops import SOURCE, batch_layout, depends_on_input, is_tensor, packet, params, shape
 from .trace import module_path
 
 aten = torch.ops.aten
@@ -208,14 +208,14 @@ def fold_batchnorm(gm: fx.GraphModule) -> None:
     graph.lint()
 
 
-def propagate_shapes(gm: fx.GraphModule, example_input: torch.Tensor) -> torch.Tensor:
-    """Record every node's shape on ``example_input``; returns the graph's output."""
+def propagate_shapes(gm: fx.GraphModule, example_input: torch.Tensor, *more: torch.Tensor) -> torch.Tensor:
+    """Record every node's shape on ``example_input`` (and a token model's attention mask); returns the output."""
     gm.recompile()
     for node in gm.graph.nodes:
         node.meta.pop("lrpc_depends_on_input", None)
     try:
         with torch.no_grad():
-            return ShapeProp(gm).propagate(example_input)
+            return ShapeProp(gm).propagate(example_input, *more)
     except Exception as exc:
         raise LrpcError(f"the model failed on example_input of shape {tuple(example_input.shape)} "
                         f"({example_input.dtype}): {type(exc).__name__}: {exc}") from exc
@@ -241,7 +241,7 @@ def module_of(node: fx.Node, gm: fx.GraphModule | None = None) -> tuple[str | No
     return module_path(node)
 
 
-def measure_batch_layouts(gm: fx.GraphModule, example_input: torch.Tensor) -> None:
+def measure_batch_layouts(gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> None:
     """Where export merged the batch with other sizes in one dimension, find how: run the graph on two samples,
     then again with the second one changed; the elements that change belong to it. Of the layouts [outer, B,
     inner] the dimension can have, the one whose second-sample positions cover the changes is recorded."""
@@ -249,10 +249,16 @@ def measure_batch_layouts(gm: fx.GraphModule, example_input: torch.Tensor) -> No
               and batch_layout(n)[1] is not None]
     if not merged:
         return
-    pair = example_input[:1].expand(2, *example_input.shape[1:]).clone()
-    changed = pair.clone()
-    changed[1] = changed[1] + torch.randn_like(changed[1]) * (changed[1].std() + 1)
-    values = [_values(gm, x, merged) for x in (pair, changed)]
+    pairs = [x[:1].expand(2, *x.shape[1:]).clone() for x in inputs]
+    changed = [x.clone() for x in pairs]
+    first = changed[0]
+    if first.is_floating_point():
+        first[1] = first[1] + torch.randn_like(first[1]) * (first[1].std() + 1)
+    else:   # token ids: other tokens (the mask stays)
+        lookup = next(n for n in gm.graph.nodes if n.meta.get(SOURCE))
+        vocabulary = operator.attrgetter(lookup.args[0].target)(gm).shape[0]
+        first[1] = (first[1] + torch.randint_like(first[1], 1, vocabulary)) % vocabulary
+    values = [_values(gm, xs, merged) for xs in (pairs, changed)]
     for n in merged:
         dim = batch_layout(n)[0]
         moved = (values[0][n] != values[1][n]).movedim(dim, 0).reshape(values[0][n].shape[dim], -1).any(1)
@@ -265,7 +271,7 @@ def measure_batch_layouts(gm: fx.GraphModule, example_input: torch.Tensor) -> No
         n.meta["lrpc_batch_inner"] = max(fits, key=lambda i: int(moved[(torch.arange(size) // i) % 2 == 1].sum()))
 
 
-def _values(gm: fx.GraphModule, x: torch.Tensor, nodes: list[fx.Node]) -> dict[fx.Node, torch.Tensor]:
+def _values(gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...], nodes: list[fx.Node]) -> dict[fx.Node, torch.Tensor]:
     wanted, found = set(nodes), {}
 
     class Recorder(fx.Interpreter):
@@ -276,5 +282,5 @@ def _values(gm: fx.GraphModule, x: torch.Tensor, nodes: list[fx.Node]) -> dict[f
             return value
 
     with torch.no_grad():
-        Recorder(gm).run(x)
+        Recorder(gm).run(*inputs)
     return found

@@ -13,6 +13,7 @@ from .ops import shape
 from .presets import Rules, resolve
 from .relevance_pass import RelevancePass
 from .runtime import Explainer
+from .tokens import TokenInput, fixed_length, is_token_input, source_node, vocabulary_size
 from .trace import OutputSelector, capture
 
 
@@ -22,7 +23,9 @@ def compile(model: nn.Module, rules: Rules | str | None = "default", example_inp
     """Compile ``model`` into one relevance module under ``rules`` (a preset name or a ``Rules`` object).
 
     ``example_input`` (e.g. ``torch.randn(1, 3, 224, 224)``) is what ``torch.export`` captures the model on (any
-    batch size is explained later; other sizes are checked); its dtype sets the dtype of the readout.
+    batch size is explained later; other sizes are checked); its dtype sets the dtype of the readout. Token ids
+    (a LongTensor ``[B, T]``) compile a Hugging Face language model or text classifier, explained at its
+    embedding lookup for any batch size and length, with an ``attention_mask`` per call (``lrpc.tokens``).
     ``output`` picks the scores when the model returns more than one tensor: a key (``'logits'``, the default
     when present, as in Hugging Face outputs), an index, or a function of the output structure.
     ``start`` overrides the rule set's start mode (one/logit/softmax).
@@ -44,22 +47,25 @@ def compile(model: nn.Module, rules: Rules | str | None = "default", example_inp
     if start is not None:
         rules = rules.replace(start=start)
     gm = capture(model, example_input, output)
+    token_model = is_token_input(example_input)
+    inputs = (example_input, torch.ones_like(example_input)) if token_model else (example_input,)
     with torch.no_grad():
-        reference = gm(example_input)
+        reference = gm(*inputs)
     canonicalize.functionalize(gm)
     canonicalize.drop_identities(gm)
-    canonicalize.propagate_shapes(gm, example_input)
+    canonicalize.propagate_shapes(gm, *inputs)
     canonicalize.fold_constants(gm)
     canonicalize.fold_zero_padding(gm)
     if rules.batchnorm == "fold":
         canonicalize.fold_batchnorm(gm)
-    canonicalize.check_same_output(reference, canonicalize.propagate_shapes(gm, example_input), type(model).__name__)
-    canonicalize.measure_batch_layouts(gm, example_input)
+    canonicalize.check_same_output(reference, canonicalize.propagate_shapes(gm, *inputs), type(model).__name__)
+    canonicalize.measure_batch_layouts(gm, inputs)
     plans, logits = annotate(gm, rules)
-    module, layer_names, pairings = RelevancePass(gm, plans, logits, rules.start, example_input.dtype,
-                                                     keep, debug).run()
+    dtype = source_node(gm).meta["tensor_meta"].dtype if token_model else example_input.dtype
+    module, layer_names, pairings = RelevancePass(gm, plans, logits, rules.start, dtype, keep, debug).run()
     num_classes = shape(logits)[1] if len(shape(logits)) == 2 else 1
-    explainer = Explainer(module, layer_names, rules, plans, pairings, example_input, num_classes)
+    token_input = TokenInput(vocabulary_size(gm), fixed_length(gm)) if token_model else None
+    explainer = Explainer(module, layer_names, rules, plans, pairings, example_input, num_classes, token_input)
     explainer.follow(model, rebuild(model, rules, example_input, output=output, keep=keep, debug=debug))
     return explainer
 

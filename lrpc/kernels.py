@@ -42,6 +42,8 @@ def start_relevance(logits: torch.Tensor, target: torch.Tensor, *, mode: str) ->
     or [B, 1] has one class, 0."""
     if logits.dim() == 1:
         return start_relevance(logits.unsqueeze(1), target, mode=mode).squeeze(1)
+    if target.dim() == 2:   # a contrast (a, b): the start of a minus the start of b
+        return start_relevance(logits, target[:, 0], mode=mode) - start_relevance(logits, target[:, 1], mode=mode)
     onehot = F.one_hot(target, logits.shape[1]).to(logits.dtype)
     if mode == "one":
         return onehot
@@ -171,7 +173,9 @@ def product_relevance(r, a, b) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def attention_weights(q, k, mask, *, is_causal: bool, scale) -> tuple[torch.Tensor, float]:
-    """(softmax(q kᵀ·scale + mask), scale) of ``scaled_dot_product_attention``, its default scale resolved."""
+    """(softmax(q kᵀ·scale + mask), scale) of ``scaled_dot_product_attention``, its default scale resolved. A
+    query row whose keys are all masked (a padding row) gets weights 0, as the op's own safe softmax gives it;
+    ``k`` has the heads of ``q`` (``group_heads`` repeats grouped-query keys first)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     logits = (q @ k.transpose(-1, -2)) * scale
     if is_causal:
@@ -179,13 +183,27 @@ def attention_weights(q, k, mask, *, is_causal: bool, scale) -> tuple[torch.Tens
         logits = logits.masked_fill(~keep, float("-inf"))
     if mask is not None:
         logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask
-    return logits.softmax(-1), scale
+    weights = logits.softmax(-1)
+    return weights.masked_fill(torch.isneginf(logits).all(-1, keepdim=True), 0.0), scale
+
+
+def group_heads(q: torch.Tensor, *kv: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Grouped-query attention (``enable_gqa=True``): each key/value head serves ``q``'s heads in groups."""
+    groups = q.shape[-3] // kv[0].shape[-3]
+    return tuple(t.repeat_interleave(groups, -3) if groups > 1 else t for t in kv)
+
+
+def ungroup_heads(r: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The relevance of repeated key/value heads summed back onto the shared head."""
+    groups = r.shape[-3] // like.shape[-3]
+    return r if groups == 1 else r.unflatten(-3, (like.shape[-3], groups)).sum(-3)
 
 
 def attention_relevance(r, q, k, v, mask, out, *, is_causal: bool, scale) -> torch.Tensor:
     """softmax(q kᵀ · scale + mask) v with the attention weights frozen: the z-rule of v ↦ A v."""
-    weights, _ = attention_weights(q, k, mask, is_causal=is_causal, scale=scale)
-    return frozen_matmul(r, weights, v, out, frozen=0)
+    k_heads, v_heads = group_heads(q, k, v)
+    weights, _ = attention_weights(q, k_heads, mask, is_causal=is_causal, scale=scale)
+    return ungroup_heads(frozen_matmul(r, weights, v_heads, out, frozen=0), v)
 
 
 def split_cat(r: torch.Tensor, *inputs: torch.Tensor, dim: int) -> tuple[torch.Tensor, ...]:

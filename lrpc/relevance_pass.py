@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from . import kernels, transformer_rules
 from .annotate import NodePlan
 from .errors import LrpcError
-from .ops import batch_layout, shape
+from .ops import SOURCE, batch_layout, shape
 from .splitting import split_add
 
 
@@ -93,8 +93,10 @@ class RelevancePass:
     # ------------------------------------------------------------------------------------------------- driver
     def run(self) -> tuple[fx.GraphModule, list[str], dict[str, Pairing]]:
         nodes = list(self.gm.graph.nodes)
-        x_old = next(n for n in nodes if n.op == "placeholder")
-        self.env[x_old] = self.graph.placeholder(x_old.name)
+        for n in nodes:   # the image, or a token model's ids and attention mask
+            if n.op == "placeholder":
+                self.env[n] = self.graph.placeholder(n.name)
+        x_old = next(n for n in nodes if n.meta.get(SOURCE))   # the input layer: relevance is reported here
         target = self.graph.placeholder("target", default_value=None)
         for n in nodes:
             if n.op not in ("placeholder", "output"):

@@ -17,6 +17,7 @@ from .fingerprint import Fingerprint, training_modules
 from .presets import Rules
 from .quantize import heat_quantize
 from .relevance_pass import Pairing
+from .tokens import TokenInput, check_tokens
 
 
 @dataclass
@@ -68,8 +69,9 @@ class Explanation:
         return {name: self.node_sum_matrix[:, k] for k, name in enumerate(self.layer_names)}
 
     def heatmap(self, quantize: int | None = None) -> torch.Tensor:
-        """Channel sum of the input relevance [B, H, W]; ``quantize=8`` applies Heat Quantization with Q = 8."""
-        heat = self.relevance.sum(1)
+        """Channel sum of the input relevance [B, H, W]; ``quantize=8`` applies Heat Quantization with Q = 8.
+        For a token model, the relevance of each token [B, T]: the sum over the embedding's D."""
+        heat = self.relevance.sum(-1) if self.explainer.tokens is not None else self.relevance.sum(1)
         return heat if quantize is None else heat_quantize(heat, quantize)
 
     def conservation_error(self) -> torch.Tensor:
@@ -103,6 +105,7 @@ class Build:
     run: Callable = None                   # the module, or torch.compile's wrapper of it
     multi_run: Callable | None = None      # built on the first explain_targets call
     fingerprint: Fingerprint | None = None  # of the model at compile time (None: not following a model)
+    tokens: TokenInput | None = None       # a token model: what its calls must pass (else an image-like input)
 
     def __post_init__(self):
         self.run = self.run or self.module
@@ -153,10 +156,11 @@ class Explainer:
 
     def __init__(self, module: fx.GraphModule, layer_names: list[str], rules: Rules,
                  plans: dict[fx.Node, NodePlan], pairings: dict[str, Pairing], example_input: torch.Tensor,
-                 num_classes: int):
+                 num_classes: int, tokens: TokenInput | None = None):
         self.rules = rules
         self._build = Build(module, layer_names, {n.name: p for n, p in plans.items()}, pairings,
-                            tuple(example_input.shape), num_classes, example_input.dtype, example_input.device)
+                            tuple(example_input.shape), num_classes, example_input.dtype, example_input.device,
+                            tokens=tokens)
         self._compile_kwargs: dict | None = None   # set by compile(); applies to rebuilt and multi-target modules
         self._model: nn.Module | None = None
         self._rebuild: Callable[[], "Explainer"] | None = None
@@ -172,6 +176,8 @@ class Explainer:
     input_shape = property(lambda self: self._build.input_shape, doc="The example_input's shape.")
     num_classes = property(lambda self: self._build.num_classes, doc="Output classes (1 for a single score).")
     dtype = property(lambda self: self._build.dtype, doc="The input dtype the module was compiled for.")
+    tokens = property(lambda self: self._build.tokens, doc="A token model's TokenInput (vocabulary size, length "
+                                                           "limit), or None for an image-like input.")
 
     def follow(self, model: nn.Module, rebuild: Callable[[], "Explainer"]) -> None:
         """Watch ``model`` from now on; ``rebuild()`` compiles it again as it is then (``lrpc.compile`` passes a
@@ -299,8 +305,13 @@ class Explainer:
             raise LrpcError("input contains NaN or Inf values")
 
     def check_target(self, target, batch: int, num_classes: int, device) -> torch.Tensor | None:
+        """``target`` as a LongTensor [B], or [B, 2] for a contrast ``(a, b)``: the score of a minus that of b."""
         if target is None:
             return None
+        if isinstance(target, tuple):
+            if len(target) != 2 or any(t is None for t in target):
+                raise LrpcError(f"a contrastive target is a pair (a, b) of ints or LongTensors [B], got {target!r}")
+            return torch.stack([self.check_target(t, batch, num_classes, device) for t in target], 1)
         if isinstance(target, int) and not isinstance(target, bool):
             target = torch.full((batch,), target, dtype=torch.long, device=device)
         elif isinstance(target, torch.Tensor):
@@ -312,28 +323,45 @@ class Explainer:
             if target.numel() != batch:
                 raise LrpcError(f"target has {target.numel()} entries for a batch of {batch}")
         else:
-            raise LrpcError(f"target must be None, an int or a LongTensor [B], got {type(target).__name__}")
+            raise LrpcError(f"target must be None, an int, a LongTensor [B] or a pair (a, b) of them, got "
+                            f"{type(target).__name__}")
         bad = (target < 0) | (target >= num_classes)
         if bool(bad.any()):
-            raise LrpcError(f"target {target[bad].tolist()} out of range for {num_classes} classes")
+            what = "tokens in the model's vocabulary" if self.tokens is not None else "classes"
+            raise LrpcError(f"target {target[bad].tolist()} out of range for {num_classes} {what}")
         return target
 
-    def __call__(self, x: torch.Tensor, target=None) -> Explanation:
+    def __call__(self, x: torch.Tensor, target=None, *, attention_mask: torch.Tensor | None = None) -> Explanation:
+        """Explain the batch ``x`` for ``target``: None (the predicted class; for a language model the predicted
+        next token after each row's last real token), an int or LongTensor [B], or a contrast ``(a, b)`` of them
+        (the score of a minus the score of b; ``exp.target`` is then [B, 2]). A token model takes token ids
+        ``x`` [B, T] and an optional ``attention_mask`` [B, T] (1: a real token, 0: padding, left or right)."""
         build = self._current()
-        self.check_input(x, build)
+        inputs = self._inputs(x, attention_mask, build)
         target = self.check_target(target, x.shape[0], build.num_classes, x.device)
         with self._gate.shared(), torch.inference_mode():
-            outputs = build.run(x, target)
+            outputs = build.run(*inputs, target)
             return self._explanation(outputs, build)
 
-    def explain_targets(self, x: torch.Tensor, targets) -> Explanation:
+    def _inputs(self, x, attention_mask, build: Build) -> tuple[torch.Tensor, ...]:
+        """The generated module's inputs, checked: ``(x,)``, or a token model's ``(input_ids, attention_mask)``."""
+        if build.tokens is not None:
+            return x, check_tokens(x, attention_mask, build.tokens, build.device)
+        if attention_mask is not None:
+            raise LrpcError("attention_mask is for token models (compiled from token ids); this explainer was "
+                            f"compiled for inputs like {build.input_shape}")
+        self.check_input(x, build)
+        return (x,)
+
+    def explain_targets(self, x: torch.Tensor, targets, *, attention_mask: torch.Tensor | None = None) -> Explanation:
         """Explain K classes of every image with ONE forward pass: the relevance pass runs on B·K rows (the
         activations repeated per target). ``targets``: K class indices for every image (a list or a LongTensor
         [K]) or one row per image (LongTensor [B, K]). The explanation has B·K rows, image-major: row b·K + k
-        explains image b for its k-th target (``exp.relevance.view(B, K, *x.shape[1:])``)."""
+        explains image b for its k-th target (``exp.relevance.view(B, K, *x.shape[1:])``). A token model takes
+        its ``attention_mask`` as in a call, and explains K next tokens after each row's last real token."""
         from .multitarget import check_batch_major, multi_target_module
         build = self._current()
-        self.check_input(x, build)
+        inputs = self._inputs(x, attention_mask, build)
         targets = self._target_matrix(targets, x.shape[0], x.device)
         repeats = targets.shape[1]
         flat = self.check_target(targets.reshape(-1), targets.numel(), build.num_classes, x.device)
@@ -343,7 +371,7 @@ class Explainer:
                 module = multi_target_module(build.module)
                 build.multi_run = self._compiled(module)
             with torch.inference_mode():
-                return self._explanation(build.multi_run(x, flat, repeats), build)
+                return self._explanation(build.multi_run(*inputs, flat, repeats), build)
 
     def _target_matrix(self, targets, batch: int, device) -> torch.Tensor:
         """``targets`` of explain_targets as a LongTensor [B, K]."""

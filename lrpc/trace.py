@@ -21,6 +21,7 @@ import torch.fx as fx
 from torch import nn
 from torch.utils import _pytree as pytree
 
+from . import tokens
 from .errors import LrpcError
 
 OutputSelector = str | int | Callable[[Any], torch.Tensor] | None
@@ -58,10 +59,15 @@ def capture(model: nn.Module, example_input: torch.Tensor, output: OutputSelecto
         raise TypeError(f"example_input must be a tensor such as torch.randn(1, 3, 224, 224), "
                         f"got {type(example_input).__name__}")
     check_eval_mode(model)
-    example = _export_example(example_input)
-    dynamic = ({0: torch.export.Dim.AUTO},)
+    token_model = tokens.is_token_input(example_input)
     try:   # with autograd on: under no_grad, nn.MultiheadAttention and TransformerEncoderLayer take fused fast paths
-        program = torch.export.export(model, (example,), dynamic_shapes=dynamic, strict=False)
+        if token_model:
+            program = tokens.export_tokens(model, example_input)
+        else:
+            program = torch.export.export(model, (_export_example(example_input),),
+                                          dynamic_shapes=({0: torch.export.Dim.AUTO},), strict=False)
+    except LrpcError:
+        raise
     except Exception as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         hint = (" Python control flow on tensor values (`if x.sum() > 0:`) cannot be captured as one graph; "
@@ -83,6 +89,10 @@ def capture(model: nn.Module, example_input: torch.Tensor, output: OutputSelecto
     gm._forward_pre_hooks.clear()
     _select_output(gm, output, type(model).__name__)
     _drop_input_checks(gm)
+    if token_model:
+        tokens.prepare_graph(gm)
+    else:
+        placeholder.meta[tokens.SOURCE] = True
     name_nodes(gm)
     return gm
 

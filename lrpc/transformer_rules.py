@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .kernels import attention_weights
+from .kernels import attention_weights, group_heads, ungroup_heads
 from .stabilizers import divide
 
 
@@ -56,12 +56,13 @@ def softmax_relevance(r, x, s, *, dim):
 
 def attnlrp_attention(r, q, k, v, mask, out, *, is_causal: bool, scale):
     """(R_q, R_k, R_v) of O = softmax(q kᵀ·scale + mask) V under AttnLRP; an additive mask absorbs its share."""
-    a, scale = attention_weights(q, k, mask, is_causal=is_causal, scale=scale)
+    k_heads, v_heads = group_heads(q, k, v)             # grouped-query attention: shared heads repeated
+    a, scale = attention_weights(q, k_heads, mask, is_causal=is_causal, scale=scale)
     g_out = 0.5 * _ratio(r, out)                       # the z-rule on A V, half to each factor
-    r_v = v * (a.transpose(-1, -2) @ g_out).sum_to_size(v.shape)
-    r_a = a * (g_out @ v.transpose(-1, -2))
+    r_v = v_heads * (a.transpose(-1, -2) @ g_out).sum_to_size(v_heads.shape)
+    r_a = a * (g_out @ v_heads.transpose(-1, -2))
     g_logits = r_a - a * r_a.sum(-1, keepdim=True)     # softmax rule, divided by its input: R_x / x
     g_scores = 0.5 * scale * g_logits                  # the z-rule on q kᵀ, half to each factor
-    r_q = q * (g_scores @ k).sum_to_size(q.shape)
-    r_k = k * (g_scores.transpose(-1, -2) @ q).sum_to_size(k.shape)
-    return r_q, r_k, r_v
+    r_q = q * (g_scores @ k_heads).sum_to_size(q.shape)
+    r_k = k_heads * (g_scores.transpose(-1, -2) @ q).sum_to_size(k_heads.shape)
+    return r_q, ungroup_heads(r_k, k), ungroup_heads(r_v, v)

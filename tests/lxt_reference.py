@@ -19,13 +19,16 @@ from torch import nn
 
 
 def lxt_efficient(name: str):
-    """``lxt.efficient.<name>`` without running ``lxt/efficient/__init__``, which imports LXT's Hugging Face
-    model maps (they need a transformers version lrpc does not pin); the patch modules import only torch/zennit."""
+    """``lxt.efficient.<name>`` without running ``lxt/efficient/__init__`` or ``lxt/efficient/models/__init__``,
+    which import every model map, BERT's among them, and that one fails on transformers 5.x; the patch modules
+    import only torch/zennit, a model map its own family's modeling module."""
     import lxt
-    if "lxt.efficient" not in sys.modules:
-        package = types.ModuleType("lxt.efficient")
-        package.__path__ = [str(pathlib.Path(lxt.__file__).parent / "efficient")]
-        sys.modules["lxt.efficient"] = package
+    root = pathlib.Path(lxt.__file__).parent
+    for package_name in ("lxt.efficient", "lxt.efficient.models"):   # the models package imports BERT's map too
+        if package_name not in sys.modules:
+            package = types.ModuleType(package_name)
+            package.__path__ = [str(root.joinpath(*package_name.split(".")[1:]))]
+            sys.modules[package_name] = package
     return importlib.import_module(f"lxt.efficient.{name}")
 
 
@@ -73,3 +76,41 @@ def lxt_heatmap(model: nn.Module, x: torch.Tensor, target: torch.Tensor, attenti
         if composite is not None:
             composite.remove()
     return (x * x.grad).sum(1).detach()
+
+
+LXT_FAMILIES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3",
+                "Gemma3ForCausalLM": "gemma3", "GPT2LMHeadModel": "gpt2"}
+
+
+def lxt_token_heatmap(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      target: torch.Tensor, attention: str = "cp") -> torch.Tensor:
+    """LXT 2.1's token relevance [B, T] of a Hugging Face causal LM for the next token after each row's last real
+    token, as LXT's examples compute it: its per-family patch map (``lxt.efficient.models.<family>``, ``cp_LRP`` or
+    ``attnLRP``) bound to the modules of a deep copy, LXT's attention wrapper around the copy's eager attention
+    function (what ``patch_attention`` / ``patch_cp_attention`` do, without replacing Hugging Face's attention
+    registry, which transformers 5.x no longer accepts), then (embeddings × gradient) summed over D."""
+    patches = lxt_efficient("patches")
+    family = lxt_efficient(f"models.{LXT_FAMILIES[type(model).__name__]}")
+    patch_map = family.cp_LRP if attention == "cp" else family.attnLRP
+    reference = copy.deepcopy(model)
+    reference.config._attn_implementation = "eager"
+    modeling = None
+    for target_type, patch in patch_map.items():
+        if isinstance(target_type, types.ModuleType):   # the modeling module: its attention function
+            modeling = target_type
+            continue
+        function, method = patch.args[0], patch.keywords.get("method_name", "forward")
+        for module in reference.modules():
+            if isinstance(module, target_type):
+                setattr(module, method, types.MethodType(function, module))
+    wrap = patches.cp_wrap_attention_forward if attention == "cp" else patches.wrap_attention_forward
+    original = modeling.eager_attention_forward
+    modeling.eager_attention_forward = wrap(original)
+    try:
+        embeddings = reference.get_input_embeddings()(input_ids).detach().requires_grad_()
+        logits = reference(inputs_embeds=embeddings, attention_mask=attention_mask, use_cache=False).logits
+        last = torch.where(attention_mask != 0, torch.arange(input_ids.shape[1]), -1).amax(1)
+        logits[torch.arange(len(input_ids)), last, target.clone()].sum().backward()
+    finally:
+        modeling.eager_attention_forward = original
+    return (embeddings * embeddings.grad).sum(-1).detach()

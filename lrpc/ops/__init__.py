@@ -80,8 +80,14 @@ def packet(node: fx.Node) -> Any:
     return getattr(node.target, "overloadpacket", node.target) if node.op == "call_function" else None
 
 
+# node meta flag of the input layer: the placeholder of an image model, the embedding lookup of a token model
+# (``lrpc.tokens``), whose output relevance is reported; other inputs (an attention mask) carry no relevance
+SOURCE = "lrpc_source"
+
+
 def depends_on_input(node: fx.Node) -> bool:
-    """Whether the input's values flow into this node; parameters, constants and sizes (``x.shape[0]``) do not."""
+    """Whether the input layer's values flow into this node; parameters, constants, sizes (``x.shape[0]``) and
+    what is computed from a token model's ids and mask alone (causal and padding masks) do not."""
     if "lrpc_depends_on_input" not in node.meta:
         stack, seen, found = [node], set(), False
         while stack and not found:
@@ -89,7 +95,7 @@ def depends_on_input(node: fx.Node) -> bool:
             if n in seen:
                 continue
             seen.add(n)
-            found = n.op == "placeholder" or n.meta.get("lrpc_depends_on_input", False)
+            found = n.meta.get(SOURCE, False) or n.meta.get("lrpc_depends_on_input", False)
             stack.extend(i for i in n.all_input_nodes if is_tensor(i) or _holds_tensors(i))
         node.meta["lrpc_depends_on_input"] = found
     return node.meta["lrpc_depends_on_input"]
@@ -146,7 +152,7 @@ def describe_target(node: fx.Node, gm: fx.GraphModule | None = None) -> str:
 
 def op_info(node: fx.Node, ctx: Context) -> OpInfo:
     """The table lookup. Raises ``Unsupported`` for nodes on the relevance path that have no entry."""
-    if node.op == "placeholder":
+    if node.meta.get(SOURCE):
         return OpInfo("input")
     if node.op in ("get_attr", "output") or not is_tensor(node) or not depends_on_input(node):
         return OpInfo("inert")

@@ -41,12 +41,10 @@ def matmul(node, ctx: Context) -> OpInfo:
 
 
 def attention(node, ctx: Context) -> OpInfo:
-    p = params(node)
-    if p.get("enable_gqa"):
-        raise Unsupported("scaled_dot_product_attention with enable_gqa=True")
+    p = params(node)   # enable_gqa: the kernels repeat shared key/value heads themselves
     mask = p.get("attn_mask")
-    if mask is not None and not is_constant(mask):
-        raise Unsupported("an attention mask computed from the input")
+    if mask is not None and not is_constant(mask):   # a mask from ids and attention_mask alone is a constant
+        raise Unsupported("an attention mask computed from the embeddings' values")
     return OpInfo("attention", (p["value"],),
                   extra={"operands": (p["query"], p["key"], p["value"], mask),
                          "is_causal": bool(p.get("is_causal")), "scale": p.get("scale")})

@@ -46,6 +46,35 @@ def is_activated(node) -> bool:
     return made_by(node, GATING_ACTIVATIONS)
 
 
+# ops that compute each output element from the same element of their operands (constants broadcast in)
+ELEMENTWISE = {aten.add, aten.sub, aten.mul, aten.div, aten.pow, aten.neg, aten.exp, aten.erf, aten.tanh,
+               aten.sigmoid, aten.relu, aten.gelu, aten.silu, aten.sqrt, aten.rsqrt, aten.abs, aten.clamp,
+               aten.reciprocal, aten._to_copy, aten.to, aten.type_as}
+
+
+def elementwise_root(node) -> fx.Node | None:
+    """The one signal that an elementwise expression is a function of: x for ``0.5·x·(1 + tanh(c·(x + a·x³)))``
+    (GPT-2's spelled-out GELU) or ``x·sigmoid(x)``; the node itself where several signals meet or a non-
+    elementwise op (a linear map, a reduction) made it; None for a constant."""
+    if is_constant(node):
+        return None
+    if "lrpc_elementwise_root" not in node.meta:
+        root = node
+        if packet(node) in ELEMENTWISE:
+            roots = {elementwise_root(i) for i in node.all_input_nodes} - {None}
+            if len(roots) == 1 and shape(next(iter(roots))) == shape(node):
+                root = roots.pop()
+        node.meta["lrpc_elementwise_root"] = root
+    return node.meta["lrpc_elementwise_root"]
+
+
+def _one_signal(a, b) -> fx.Node | None:
+    """The signal both operands are elementwise functions of, if they share one: then the op is part of an
+    activation written out in elementwise ops, and takes the identity rule of an activation as a whole."""
+    root = elementwise_root(a)
+    return root if root is not None and root is elementwise_root(b) else None
+
+
 def activation(nonneg: str = "never"):
     def handler(node, ctx: Context) -> OpInfo:
         return OpInfo("pass", (node.args[0],), nonneg=nonneg)
@@ -77,6 +106,8 @@ def add(node, ctx: Context) -> OpInfo:
         alpha = params(node).get("alpha", 1)
         signal, coefficient = (b, alpha) if is_constant(a) else (a, 1)
         return OpInfo("pass", (signal,), extra={"constant_add": coefficient})
+    if _one_signal(a, b) is not None:
+        return OpInfo("pass", (_one_signal(a, b),))
     return OpInfo("add", (a, b), nonneg="inputs")
 
 
@@ -91,6 +122,8 @@ def sub(node, ctx: Context) -> OpInfo:
         return OpInfo("pass", (a,), extra={"constant_add": 1})
     if is_constant(a):  # c - x: a reflected signal; each output still has one contribution
         return OpInfo("pass", (b,), extra={"constant_add": -params(node).get("alpha", 1)})
+    if _one_signal(a, b) is not None:
+        return OpInfo("pass", (_one_signal(a, b),))
     if _broadcast_statistic(a, b, node):
         return OpInfo("pass", (a,))
     # a + (−b): Relevance Splitting between a and the contribution −b (PoolFormer's pool(x) − x)
@@ -103,6 +136,8 @@ def mul(node, ctx: Context) -> OpInfo:
         return OpInfo("inert")
     if is_constant(a) or is_constant(b):  # scaling by a constant: relevance passes
         return OpInfo("pass", (b if is_constant(a) else a,))
+    if _one_signal(a, b) is not None:
+        return OpInfo("pass", (_one_signal(a, b),))
     if is_gate(a) != is_gate(b):
         signal = b if is_gate(a) else a
     elif _broadcast_statistic(a, b, node) or _broadcast_statistic(b, a, node):
@@ -134,7 +169,7 @@ TABLE = {
     aten.relu: activation("always"), aten.sigmoid: activation("always"), aten.hardsigmoid: activation("always"),
     aten.gelu: activation(), aten.silu: activation(), aten.tanh: activation(), aten.hardswish: activation(),
     aten.leaky_relu: activation(), aten.elu: activation(), aten.celu: activation(), aten.selu: activation(),
-    aten.mish: activation(), aten.softplus: activation(), aten.neg: activation(),
+    aten.mish: activation(), aten.softplus: activation(), aten.neg: activation(), aten.pow: activation(),
     aten.hardtanh: hardtanh, aten.clamp: clamp, aten.clamp_min: clamp,
     aten.to: activation("inputs"), aten._to_copy: activation("inputs"), aten.type_as: activation("inputs"),
     aten.add: add, aten.sub: sub, aten.mul: mul, aten.div: div,

@@ -39,6 +39,15 @@ def linear(node, ctx: Context) -> OpInfo:
                   bias=ctx.constant(p.get("bias"), "the linear bias"))
 
 
+def addmm(node, ctx: Context) -> OpInfo:
+    """bias + x @ W (Hugging Face's ``Conv1D`` in GPT-2): the linear map with weight Wᵀ."""
+    bias, x, weight = node.args[:3]
+    if node.kwargs.get("beta", 1) != 1 or node.kwargs.get("alpha", 1) != 1:
+        raise Unsupported("addmm with beta or alpha other than 1")
+    return OpInfo("linear", (x,), map="linear", weight=ctx.constant(weight, "the addmm weight").t(),
+                  bias=ctx.constant(bias, "the addmm bias"))
+
+
 def avg_pool2d(node, ctx: Context) -> OpInfo:
     p = params(node)
     kernel = _tuple(p["kernel_size"], 2)
@@ -81,7 +90,7 @@ def _upsample(mode: str):
 
 TABLE = {
     aten.conv1d: conv, aten.conv2d: conv, aten.conv3d: conv,
-    aten.linear: linear,
+    aten.linear: linear, aten.addmm: addmm,
     aten.avg_pool2d: avg_pool2d,
     aten.adaptive_avg_pool2d: adaptive_avg_pool(2), aten.adaptive_avg_pool1d: adaptive_avg_pool(1),
     aten.mean: _reduce(True), aten.sum: _reduce(False),

@@ -1,0 +1,189 @@
+"""Token models: a language model or text classifier captured from its token ids, explained at its embeddings.
+
+``lrpc.compile(model, rules, example_input=input_ids)`` with an integer ``example_input`` takes this path. The
+model is exported with two inputs, ``input_ids`` and ``attention_mask`` (batch and sequence length dynamic, no
+cache: ``use_cache=False``). What it builds from them that does not depend on the embeddings' values — causal,
+padding and sliding-window masks, position ids, a classifier's "last non-padding token" index — carries no
+relevance: it is a constant of the explanation, as an image model's buffers are.
+
+The input layer is the embedding lookup of ``input_ids`` (``aten.embedding``): relevance is reported at its
+output ``[B, T, D]``, and everything else that enters the signal without it (positional and token-type
+embeddings) absorbs its share like a cls token.
+
+A causal language model's logits ``[B, T, V]`` are read at each row's last real token (the last position whose
+mask is 1), so the explained score is the next token after the text, padded on the right or on the left. Where
+the model takes ``position_ids`` and can generate, they are computed from the mask as ``generate`` does
+(``cumsum(mask) − 1``), so a left-padded row is positioned as the same text alone.
+"""
+from __future__ import annotations
+
+import inspect
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from .errors import LrpcError
+from .ops import SOURCE
+
+aten = torch.ops.aten
+# value-preserving ops between ``input_ids`` and the lookup of the word embeddings (a view, a cast)
+_ID_CARRIERS = {aten.view, aten.reshape, aten._to_copy, aten.to, aten.contiguous, aten.clone, aten.alias}
+
+
+@dataclass(frozen=True)
+class TokenInput:
+    """What a call must pass: token ids below ``vocab_size`` (the rows of the embedding matrix)."""
+
+    vocab_size: int
+    length: int | None         # the one sequence length export allowed, or None: any length
+
+
+def is_token_input(example_input) -> bool:
+    return isinstance(example_input, torch.Tensor) and not example_input.is_floating_point() \
+        and not example_input.is_complex() and example_input.dtype != torch.bool
+
+
+def export_tokens(model: nn.Module, input_ids: torch.Tensor):
+    """``torch.export`` of ``model(input_ids=…, attention_mask=…)`` with batch and length dynamic."""
+    if input_ids.dim() != 2:
+        raise LrpcError(f"token ids must be [batch, length], got shape {tuple(input_ids.shape)}")
+    example = input_ids
+    if example.shape[0] < 2:   # export specialises a size of 1 to the constant 1
+        example = example[:1].expand(2, -1)
+    if example.shape[1] < 2:
+        example = example[:, :1].expand(-1, 2)
+    example = example.contiguous().long()
+    accepted = inspect.signature(model.forward).parameters
+    kwargs = {"input_ids": example, "attention_mask": torch.ones_like(example)}
+    dynamic = {"input_ids": {0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO},
+               "attention_mask": {0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO}}
+    if "position_ids" in accepted and _generates(model):
+        kwargs["position_ids"] = positions_from_mask(kwargs["attention_mask"])
+        dynamic["position_ids"] = {0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO}
+    if "use_cache" in accepted:
+        kwargs["use_cache"], dynamic["use_cache"] = False, None
+    return torch.export.export(model, (), kwargs=kwargs, dynamic_shapes=dynamic, strict=False)
+
+
+def _generates(model: nn.Module) -> bool:
+    can_generate = getattr(model, "can_generate", None)
+    try:
+        return bool(can_generate()) if callable(can_generate) else False
+    except Exception:   # noqa: BLE001 - a model's own can_generate may insist on a config it lacks
+        return False
+
+
+def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids as Hugging Face's ``generate`` computes them: the count of real tokens before, padding at 1."""
+    positions = mask.long().cumsum(-1) - 1
+    return positions.masked_fill(mask == 0, 1)
+
+
+def last_real_position(mask: torch.Tensor) -> torch.Tensor:
+    """[B]: the index of each row's last real token (mask 1), for right and left padding alike."""
+    index = torch.arange(mask.shape[1], device=mask.device)
+    return torch.where(mask != 0, index, -1).amax(1)
+
+
+def batch_rows(mask: torch.Tensor) -> torch.Tensor:
+    return torch.arange(mask.shape[0], device=mask.device)
+
+
+def prepare_graph(gm: fx.GraphModule) -> None:
+    """Make an exported token model's graph read ``(input_ids, attention_mask)``: drop the ``use_cache`` input,
+    compute ``position_ids`` from the mask, and mark the word-embedding lookup as the relevance source."""
+    placeholders = {n.name: n for n in gm.graph.nodes if n.op == "placeholder"}
+    mask = placeholders["attention_mask"]
+    if "position_ids" in placeholders:
+        node = placeholders["position_ids"]
+        with gm.graph.inserting_after(mask):
+            computed = gm.graph.call_function(positions_from_mask, (mask,))
+        node.replace_all_uses_with(computed)
+        gm.graph.erase_node(node)
+    for name, node in placeholders.items():
+        if name not in ("input_ids", "attention_mask", "position_ids") and not node.users:
+            gm.graph.erase_node(node)
+    lookups = [n for n in gm.graph.nodes if getattr(n.target, "overloadpacket", None) is aten.embedding
+               and _reads_ids(n.args[1], placeholders["input_ids"])]
+    if len(lookups) != 1:
+        raise LrpcError(f"lrpc explains a token model at its embedding lookup of input_ids, but found "
+                        f"{len(lookups)} lookups of input_ids ({', '.join(n.name for n in lookups) or 'none'}); "
+                        "pass the embeddings as a float input through a module of your own instead")
+    lookups[0].meta[SOURCE] = True
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    scores = output.args[0]
+    if isinstance(scores.meta.get("val"), torch.Tensor) and scores.meta["val"].dim() == 3:
+        output.args = (read_last_token(gm, scores),)
+    gm.graph.lint()
+    gm.recompile()
+
+
+def _reads_ids(node, ids: fx.Node) -> bool:
+    while isinstance(node, fx.Node) and node is not ids and getattr(node.target, "overloadpacket", None) \
+            in _ID_CARRIERS:
+        node = node.args[0]
+    return node is ids
+
+
+def read_last_token(gm: fx.GraphModule, logits: fx.Node) -> fx.Node:
+    """logits [B, T, V] → [B, V] at each row's last real token: an ``aten.index`` the op table moves back."""
+    mask = next(n for n in gm.graph.nodes if n.op == "placeholder" and n.name == "attention_mask")
+    with gm.graph.inserting_after(logits):
+        rows = gm.graph.call_function(batch_rows, (mask,))
+        with gm.graph.inserting_after(rows):
+            last = gm.graph.call_function(last_real_position, (mask,))
+            with gm.graph.inserting_after(last):
+                picked = gm.graph.call_function(aten.index.Tensor, (logits, [rows, last]))
+    return picked
+
+
+def fixed_length(gm: fx.GraphModule) -> int | None:
+    """None where export kept the sequence length dynamic, else the length it specialised the graph to."""
+    ids = next(n for n in gm.graph.nodes if n.op == "placeholder" and n.name == "input_ids")
+    length = ids.meta["val"].shape[1]
+    return None if isinstance(length, torch.SymInt) else int(length)
+
+
+def source_node(gm: fx.GraphModule) -> fx.Node:
+    return next(n for n in gm.graph.nodes if n.meta.get(SOURCE))
+
+
+def vocabulary_size(gm: fx.GraphModule) -> int:
+    """Rows of the word-embedding matrix the source looks ids up in."""
+    weight = source_node(gm).args[0]
+    return int(operator.attrgetter(weight.target)(gm).shape[0])
+
+
+def check_tokens(input_ids, attention_mask, tokens: TokenInput, device) -> torch.Tensor:
+    """Validate a call's ids and mask; returns the mask (all ones when None) as a LongTensor."""
+    if not isinstance(input_ids, torch.Tensor):
+        raise LrpcError(f"input_ids must be a LongTensor [batch, length], got {type(input_ids).__name__}")
+    if not is_token_input(input_ids):
+        raise LrpcError(f"this explainer was compiled for a token model and takes token ids (a LongTensor "
+                        f"[batch, length]), got a {input_ids.dtype} tensor of shape {tuple(input_ids.shape)}")
+    if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+        raise LrpcError(f"input_ids must be [batch, length] with length >= 1, got shape {tuple(input_ids.shape)}")
+    if tokens.length is not None and input_ids.shape[1] != tokens.length:
+        raise LrpcError(f"input_ids have length {input_ids.shape[1]}, but torch.export could capture this model "
+                        f"for length {tokens.length} only; pad to that length (with attention_mask 0)")
+    if input_ids.device.type != torch.device(device).type:
+        raise LrpcError(f"input_ids are on {input_ids.device}, the explainer's model on {device}")
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= tokens.vocab_size:
+        raise LrpcError(f"input_ids hold token {low if low < 0 else high}, outside the vocabulary of "
+                        f"{tokens.vocab_size} embeddings")
+    if attention_mask is None:
+        return torch.ones_like(input_ids, dtype=torch.long)
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
+        got = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
+        raise LrpcError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got {got}")
+    if attention_mask.is_floating_point() or bool(((attention_mask != 0) & (attention_mask != 1)).any()):
+        raise LrpcError("attention_mask must hold 0 (padding) and 1 (a real token) as integers or booleans")
+    empty = (attention_mask == 0).all(1)
+    if bool(empty.any()):
+        raise LrpcError(f"rows {empty.nonzero().flatten().tolist()} of attention_mask are all padding: there is "
+                        "no token to explain")
+    return attention_mask.to(device=input_ids.device, dtype=torch.long)
