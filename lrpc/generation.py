@@ -5,12 +5,14 @@ generated before it, as a ``[new tokens × all tokens]`` relevance matrix.
 token in **one** forward pass over the whole text. A causal model's logits at position t depend on tokens 0 … t
 only, and so does every relevance message started there (attention to later tokens is masked), so explaining
 the token generated at t + 1 from position t of the full text equals explaining the prefix that produced it,
-alone. The compiled module returns the logits of every position flattened, ``[B, T·V]``, and the N targets
-``t·V + token[t + 1]`` run as the targets of :meth:`lrpc.Explainer.explain_targets`: one forward, then the
-relevance pass on B·N rows.
+alone. (Graphs that merge the batch with the sequence, such as GPT-2's ``Conv1D``, cannot repeat activations
+per target; there the B texts are repeated N times and explained in one call, a forward on B·N rows.)
+The model is compiled from its token ids (``lrpc.compile(..., example_input=input_ids)``) wrapped so that
+it returns the logits of every position flattened, ``[B, T·V]``, and the N targets ``t·V + token[t + 1]`` run as
+the targets of :meth:`lrpc.Explainer.explain_targets`: one forward, then the relevance pass on B·N rows.
 
-Relevance is read at the output of the token embedding (as for any language model in lrpc): ``relevance`` is
-``[B, N, T, D]``, the matrix its sum over D. Position and token-type embeddings added inside the model are
+Relevance is read at the output of the token embedding lookup (as for any language model in lrpc):
+``relevance`` is ``[B, N, T, D]``, the matrix its sum over D. Position and token-type embeddings added inside the model are
 constants that absorb their share (``absorbed``), so each row conserves:
 ``matrix.sum(-1) + sum(absorbed.values()) == start``.
 """
@@ -33,7 +35,9 @@ class GenerationExplanation:
     """``ids`` [B, P + N]: prompt and generated tokens. ``relevance`` [B, N, P + N, D] and ``matrix``
     [B, N, P + N]: row i explains token ``ids[:, P + i]``; its columns from P + i on are exactly 0 (what the
     token could not see). ``start`` [B, N]: the relevance placed on each explained logit; ``absorbed``: sink
-    node → [B, N]; ``logits`` [B, P + N, V] of the one explaining forward."""
+    node → [B, N]; ``logits`` [B, P + N, V] of the explaining forward. ``one_forward``: True where the forward
+    ran once on the B texts; False where the graph keeps the batch merged with the sequence (GPT-2's ``Conv1D``),
+    so the forward ran on the texts repeated N times (one call, the same numbers, N times the forward's cost)."""
 
     ids: torch.Tensor
     prompt_length: int
@@ -42,6 +46,7 @@ class GenerationExplanation:
     start: torch.Tensor
     absorbed: dict[str, torch.Tensor]
     logits: torch.Tensor
+    one_forward: bool
 
     @property
     def new_ids(self) -> torch.Tensor:
@@ -49,15 +54,17 @@ class GenerationExplanation:
         return self.ids[:, self.prompt_length:]
 
 
-class _PositionLogits(nn.Module):
-    """The language model from its token embeddings: every position's next-token logits, flattened [B, T·V]."""
+class _EveryPosition(nn.Module):
+    """The language model on token ids with every position's next-token logits flattened, [B, T·V]: a 2-D score
+    lrpc reads as one "class" per (position, token) instead of the last token's logits."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.model(inputs_embeds=embeddings, use_cache=False).logits.flatten(1)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                use_cache: bool = False) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.flatten(1)
 
 
 def _check_prompt(model: nn.Module, input_ids) -> torch.Tensor:
@@ -106,14 +113,18 @@ def explain_generation(model: nn.Module, input_ids: torch.Tensor, max_new_tokens
     ids = greedy_generate(model, input_ids, max_new_tokens)
     batch, total = ids.shape
     prompt = total - max_new_tokens
-    embed = model.get_input_embeddings()
-    with torch.no_grad():   # not inference_mode: the ids and embeddings returned may enter autograd later
-        embeddings = embed(ids)
-    explainer = compile_explainer(_PositionLogits(model).eval(), rules, embeddings[:1])
-    vocabulary = explainer(embeddings[:1]).logits.shape[1] // total
+    explainer = compile_explainer(_EveryPosition(model).eval(), rules, example_input=ids)
+    vocabulary = explainer.num_classes // total
     positions = torch.arange(prompt - 1, total - 1, device=ids.device)
     targets = positions * vocabulary + ids[:, prompt:]                        # [B, N]
-    exp = explainer.explain_targets(embeddings, targets)                      # B·N rows, prompt-major
+    try:
+        exp = explainer.explain_targets(ids, targets)                         # B·N rows, prompt-major
+        one_forward = True
+    except LrpcError:
+        # explain_targets repeats activations along dimension 0, which some graphs merge with the sequence
+        # (GPT-2's Conv1D runs on [B·T, D]); then the text is repeated N times instead: one call, B·N forward rows
+        exp = explainer(ids.repeat_interleave(max_new_tokens, 0), target=targets.flatten())
+        one_forward = False
     relevance = exp.relevance.view(batch, max_new_tokens, total, -1)
     logits = exp.logits.view(batch, max_new_tokens, total, vocabulary)[:, 0]
     unseen = torch.arange(total, device=ids.device) >= prompt + torch.arange(max_new_tokens, device=ids.device)[:, None]
@@ -129,4 +140,4 @@ def explain_generation(model: nn.Module, input_ids: torch.Tensor, max_new_tokens
         ids=ids, prompt_length=prompt, relevance=relevance, matrix=relevance.sum(-1),
         start=exp.start.view(batch, max_new_tokens),
         absorbed={name: value.view(batch, max_new_tokens) for name, value in exp.absorbed.items()},
-        logits=logits)
+        logits=logits, one_forward=one_forward)

@@ -18,35 +18,34 @@ def small_llama(seed: int) -> torch.nn.Module:
     return transformers.LlamaForCausalLM(config).double().eval()
 
 
-class LastPositionLogits(torch.nn.Module):
-    """The reference: a prefix's own next-token logits from its embeddings, compiled on its own."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, embeddings):
-        return self.model(inputs_embeds=embeddings, use_cache=False).logits[:, -1]
+def small_gpt2(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    config = transformers.GPT2Config(vocab_size=40, n_embd=16, n_layer=2, n_head=2, n_positions=32,
+                                     bos_token_id=None, eos_token_id=None)
+    return transformers.GPT2LMHeadModel(config).double().eval()
 
 
 @pytest.mark.parametrize("preset", ["attnlrp", pytest.param("cp-lrp", marks=pytest.mark.slow)])
 def test_matrix_rows_equal_each_prefix_explained_alone(preset):
+    """Row i of the one-forward matrix = the text up to generated token i explained by its own explainer call on
+    its next token (the last-real-token path of lrpc.compile on token ids)."""
     model = small_llama(0)
     prompt = torch.randint(40, (2, 4), generator=torch.Generator().manual_seed(1))
     generation = lrpc.explain_generation(model, prompt, max_new_tokens=3, rules=preset)
     assert generation.matrix.shape == (2, 3, 7) and generation.relevance.shape == (2, 3, 7, 16)
+    explainer = lrpc.compile(model, lrpc.preset(preset), example_input=prompt)
     for i in range(3):
         end = 4 + i
-        embeddings = model.get_input_embeddings()(generation.ids[:, :end]).detach()
-        alone = lrpc.compile(LastPositionLogits(model).eval(), preset, embeddings[:1])(
-            embeddings, target=generation.ids[:, end])
+        alone = explainer(generation.ids[:, :end], target=generation.ids[:, end])
         torch.testing.assert_close(generation.relevance[:, i, :end], alone.relevance, rtol=1e-9, atol=1e-12)
         torch.testing.assert_close(generation.start[:, i], alone.start, rtol=1e-12, atol=0)
         assert (generation.matrix[:, i, end:] == 0).all()   # what the token could not see
 
 
-def test_rows_conserve_and_start_at_the_generated_tokens_logits():
-    model = small_llama(2)
+@pytest.mark.parametrize("build", [small_llama, small_gpt2])
+def test_rows_conserve_and_start_at_the_generated_tokens_logits(build):
+    """Closed accounting per row; GPT-2's position embeddings are sinks, so absorbed is not empty there."""
+    model = build(2)
     prompt = torch.randint(40, (1, 5), generator=torch.Generator().manual_seed(3))
     generation = lrpc.explain_generation(model, prompt, max_new_tokens=4)
     with torch.no_grad():
@@ -55,6 +54,9 @@ def test_rows_conserve_and_start_at_the_generated_tokens_logits():
     torch.testing.assert_close(generation.start[0], picked, rtol=1e-12, atol=0)   # attnlrp starts at the logit
     accounted = generation.matrix.sum(-1) + sum(generation.absorbed.values())
     torch.testing.assert_close(accounted, generation.start, rtol=1e-10, atol=1e-14)
+    if build is small_gpt2:
+        assert any(value.abs().sum() > 0 for value in generation.absorbed.values())
+    assert generation.one_forward == (build is small_llama)   # GPT-2's Conv1D merges batch and sequence
 
 
 def test_greedy_tokens_equal_hugging_face_generate():
