@@ -155,7 +155,7 @@ def generation_figure(matrix, tokens: Sequence[str], prompt_length: int, *, titl
     shown = np.ma.masked_array(np.stack([normalize_row(row) for row in values]) if new else values,
                                mask=np.arange(total)[None, :] >= prompt_length + np.arange(new)[:, None])
     cell = 0.32
-    figure = Figure(figsize=(max(4.0, 1.6 + total * cell), max(2.5, 1.6 + new * cell)), dpi=100)
+    figure = Figure(figsize=(max(5.5, 2.0 + total * cell), max(2.5, 1.6 + new * cell)), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     cmap = colormaps["bwr"].with_extremes(bad="#d9d9d9")
@@ -166,7 +166,7 @@ def generation_figure(matrix, tokens: Sequence[str], prompt_length: int, *, titl
     axes.axvline(prompt_length - 0.5, color="black", linewidth=1)
     axes.set_xlabel("input token")
     axes.set_ylabel("generated token")
-    axes.set_title(title or "relevance of every token for each generated one (rows normalised)", fontsize=9)
+    axes.set_title(title or "relevance per generated token (each row normalised)", fontsize=9)
     figure.colorbar(image, ax=axes, fraction=0.03, pad=0.02)
     figure.tight_layout()
     return figure
