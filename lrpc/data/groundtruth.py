@@ -19,7 +19,7 @@ __all__ = ["GROUNDTRUTH_ARCHITECTURES", "GROUNDTRUTH_CHECKPOINT", "GROUNDTRUTH_C
            "groundtruth_architecture", "groundtruth_model"]
 
 GROUNDTRUTH_IMAGE_SIZE = 64
-GROUNDTRUTH_ARCHITECTURES = ("resnet", "vit", "text")
+GROUNDTRUTH_ARCHITECTURES = ("resnet", "vit")   # the image classifiers; groundtruth_model("text") is the text one
 _ASSETS = Path(__file__).resolve().parent.parent / "assets"
 GROUNDTRUTH_CHECKPOINTS = {arch: _ASSETS / f"groundtruth_{arch}.pth" for arch in GROUNDTRUTH_ARCHITECTURES}
 # the text model's checkpoint is Hugging Face's own format (its keys are the LlamaForCausalLM's)
@@ -53,7 +53,7 @@ def groundtruth_architecture(arch: str = "resnet") -> nn.Module:
         stem = [models.vision_transformer.ConvStemConfig(channels, kernel_size=3, stride=2) for channels in (16, 32, 64)]
         return models.VisionTransformer(image_size=GROUNDTRUTH_IMAGE_SIZE, patch_size=8, num_layers=4, num_heads=4,
                                         hidden_dim=64, mlp_dim=128, num_classes=len(CLASSES), conv_stem_configs=stem)
-    raise LrpcError(f"unknown ground-truth architecture {arch!r}; choose one of {GROUNDTRUTH_ARCHITECTURES}")
+    raise LrpcError(f"unknown ground-truth architecture {arch!r}; choose one of {(*GROUNDTRUTH_ARCHITECTURES, 'text')}")
 
 
 def _text_architecture() -> nn.Module:
