@@ -1,6 +1,6 @@
 """Token explanations on the text ground-truth task: how often is the most relevant token a deciding one?
 
-    python benchmarks/text_quality.py                    # 1000 test sequences, a minute or two on one core
+    python benchmarks/text_quality.py                    # 1000 test sequences, ~15 min on one core (IG 512 steps)
     python benchmarks/text_quality.py --texts 200 --json out/text_quality.json
 
 The shipped causal LM (``lrpc.data.groundtruth_model("text")``) answers ``yes`` / ``no`` after the final ``?``
@@ -14,6 +14,10 @@ explains the model's answer logit on the fixed test split; a map is scored by
 - ``key mass``: the share of the positive relevance on the context tokens that falls on the keys.
 
 Chance: top-1 2/16 = 0.125, top-1 ctx 2/15 = 0.133, top-2 ctx 0.133, key mass 0.133.
+
+Integrated gradients runs with 32 and 512 steps (``--ig-steps``): the trained model's answer logit jumps within a
+narrow stretch of the path from the mean embedding to the input, and 32 steps miss it (its attributions then do
+not add up to the logit difference); 512 do.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from pathlib import Path
 import torch
 
 import lrpc
-from lrpc.baselines.text_methods import TEXT_BASELINES, token_baseline
+from lrpc.baselines.text_methods import TEXT_BASELINES, integrated_gradients_tokens, token_baseline
 from lrpc.data import groundtruth_model
 from lrpc.data.text_task import split_texts
 
@@ -47,6 +51,8 @@ def scores(maps: torch.Tensor, deciding: torch.Tensor) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--texts", type=int, default=1000, help="test sequences (default 1000)")
+    parser.add_argument("--ig-steps", type=int, nargs="+", default=[32, 512],
+                        help="integrated gradients' step counts, one row each (default 32 512)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the table as JSON")
     args = parser.parse_args()
@@ -65,7 +71,12 @@ def main() -> None:
                       e(ids, target=target).heatmap()) for name in PRESETS}
     for name in TEXT_BASELINES:
         chosen = eager if name == "attention_rollout" else model
-        methods[name] = lambda ids, target, n=name, m=chosen: token_baseline(n, m, ids, target)
+        if name == "integrated_gradients":
+            for steps in args.ig_steps:
+                methods[f"{name} ({steps} steps)"] = lambda ids, target, k=steps: integrated_gradients_tokens(
+                    model, ids, target, steps=k)
+        else:
+            methods[name] = lambda ids, target, n=name, m=chosen: token_baseline(n, m, ids, target)
     rows = {}
     for name, explain in methods.items():
         began = time.perf_counter()

@@ -4,8 +4,8 @@ attention rollout, and a random map.
 
 - The gradient methods take the embedding lookup's output as their input (where lrpc reads token relevance) and
   sum the attribution over the embedding's D. The explained score is a causal LM's logit of ``targets`` after
-  each row's last real token, or a classifier's class logit. Integrated gradients integrates from all-zero
-  embeddings (captum's default baseline) in ``steps`` steps.
+  each row's last real token, or a classifier's class logit. Integrated gradients integrates from the mean of
+  the vocabulary's embeddings at every position, in ``steps`` steps (why not from zero: see the function).
 - Attention rollout (Abnar & Zuidema 2020) reads the attention probabilities the model returns with
   ``output_attentions=True`` (Hugging Face's eager attention; SDPA returns none) and takes the row of the
   explained position (a causal LM's last real token, a classifier's first token, BERT's [CLS]); it is
@@ -57,12 +57,16 @@ def integrated_gradients_tokens(model: nn.Module, input_ids: torch.Tensor, targe
                                 attention_mask: torch.Tensor | None = None, steps: int = 32) -> torch.Tensor:
     mask = _mask(input_ids, attention_mask)
     embeddings = _embed(model, input_ids)
-    # captum stacks the steps along the batch: the mask is repeated to match
+    # not all-zero embeddings: RMSNorm/LayerNorm are scale-invariant, so on the path α·x the model output barely
+    # moves except for α within ~1e-3 of 0, which no quadrature with tens of steps resolves; the mean embedding
+    # (an "average token" at every position) keeps the path away from that point
+    baseline = model.get_input_embeddings().weight.detach().mean(0).expand_as(embeddings)
+    # captum stacks the steps along the batch (up to 64 steps per forward): the mask is repeated to match
     method = _captum_attr().IntegratedGradients(
         lambda e: _scores(model, e, mask.repeat(e.shape[0] // mask.shape[0], 1)))
     with _quiet_captum():
-        return method.attribute(embeddings, target=targets, n_steps=steps,
-                                internal_batch_size=embeddings.shape[0]).sum(-1).detach() * mask
+        return method.attribute(embeddings, baselines=baseline, target=targets, n_steps=steps,
+                                internal_batch_size=embeddings.shape[0] * min(steps, 64)).sum(-1).detach() * mask
 
 
 def attention_rollout_tokens(model: nn.Module, input_ids: torch.Tensor, targets: torch.Tensor | None = None,
