@@ -268,7 +268,9 @@ def measure_batch_layouts(gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]) 
         if not fits:
             raise LrpcError(f"node {n.name!r}: cannot tell which elements of its dimension {dim} belong to which "
                             "sample (the batch is merged with other sizes in a way lrpc does not follow)")
-        n.meta["lrpc_batch_inner"] = max(fits, key=lambda i: int(moved[(torch.arange(size) // i) % 2 == 1].sum()))
+        inner = max(fits, key=lambda i: int(moved[(torch.arange(size) // i) % 2 == 1].sum()))
+        # batch-major ([B·n]): recorded as -1, so that n may change with a dynamic size (a token model's length)
+        n.meta["lrpc_batch_inner"] = -1 if inner == size // 2 else inner
 
 
 def _values(gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...], nodes: list[fx.Node]) -> dict[fx.Node, torch.Tensor]:

@@ -61,9 +61,12 @@ def batch_sum(r: torch.Tensor) -> torch.Tensor:
 
 def sample_sums(r: torch.Tensor, rows: torch.Tensor, *, dim: int, inner: int) -> torch.Tensor:
     """Per-sample totals of a tensor whose samples sit in dimension ``dim`` laid out as [outer, B, inner]
-    flattened ([B·nW, ...]: outer 1; [L·B, E]: inner 1); ``rows`` is any tensor with one row per sample."""
+    flattened ([B·nW, ...]: outer 1; [L·B, E]: inner 1); ``rows`` is any tensor with one row per sample.
+    ``inner=-1``: outer 1 and inner whatever the size holds ([B·T, D] for any sequence length T)."""
     batch = rows.shape[0]
     r = r.movedim(dim, 0)
+    if inner < 0:
+        return r.reshape(batch, -1).sum(1)
     return r.reshape(-1, batch, inner, *r.shape[1:]).transpose(0, 1).reshape(batch, -1).sum(1)
 
 

@@ -343,6 +343,15 @@ class Explainer:
             outputs = build.run(*inputs, target)
             return self._explanation(outputs, build)
 
+    def _check_scores(self, logits: torch.Tensor, build: Build) -> None:
+        """A token model's own forward can fail on a mask (Hugging Face's eager attention turns a query whose
+        keys are all padding, as a sliding window over left padding gives, into NaN): say so, not a NaN map."""
+        bad = ~torch.isfinite(logits).reshape(len(logits), -1).all(1)
+        if build.tokens is not None and bool(bad.any()):
+            raise LrpcError(f"the model's own forward gives NaN/Inf scores for rows {bad.nonzero().flatten().tolist()}"
+                            " with this attention_mask (in eager attention a query whose keys are all padding, "
+                            "e.g. a sliding window over left padding, gives NaN); pad on the right or use SDPA")
+
     def _inputs(self, x, attention_mask, build: Build) -> tuple[torch.Tensor, ...]:
         """The generated module's inputs, checked: ``(x,)``, or a token model's ``(input_ids, attention_mask)``."""
         if build.tokens is not None:
@@ -393,6 +402,7 @@ class Explainer:
 
     def _explanation(self, outputs, build: Build) -> Explanation:
         logits, resolved, relevance, layer_sums, node_sums, kept = outputs
+        self._check_scores(logits, build)
         relevances = {name: kept[name][0] for name in kept}
         activations = {name: kept[name][1] for name in kept}
         return Explanation(relevance, logits, resolved, layer_sums, node_sums, build.layer_names, self,

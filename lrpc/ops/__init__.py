@@ -110,7 +110,7 @@ def batch_layout(node: fx.Node) -> tuple[int, int | None]:
     """(dimension, inner) of the samples in ``node``'s output, read off export's symbolic shapes. ``inner`` is
     None for the usual [B, ...] (the dimension is the batch alone); where the batch is merged with other sizes
     (Swin's windows [B·nW, ...], attention's [L·B, E]) the dimension is [outer, B, inner] flattened, and
-    ``inner`` is measured by ``canonicalize.measure_batch_layouts``."""
+    ``inner`` is measured by ``canonicalize.measure_batch_layouts`` (-1: outer 1, [B·n] for any n)."""
     batch = node.graph.owning_module.meta.get("lrpc_batch_symbol") if node.graph.owning_module else None
     value = node.meta.get("val")
     if batch is None or not isinstance(value, torch.Tensor):

@@ -1,0 +1,147 @@
+"""Token models (``lrpc.tokens``): Hugging Face causal LMs and text classifiers compiled from token ids, explained
+at their embedding lookup. Checked against LXT 2.1's own per-family maps, closed accounting, padding (right and
+left) against the same text alone, eager against SDPA attention, contrastive targets against linearity, and the
+errors a caller can provoke."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lrpc
+
+from language_models import CAUSAL, ENCODERS, LXT_SHIPS, VOCAB, build
+from lxt_reference import lxt_token_heatmap
+
+TRANSFORMER_PRESETS = ("cp-lrp", "attnlrp")
+pytest.importorskip("transformers")
+
+
+def rel_l1(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().sum() / b.abs().sum())
+
+
+def right_padded(seed: int = 0, batch: int = 3, length: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids and a mask whose rows hold ``length``, 5 and 3 real tokens, then padding (id 0)."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, VOCAB, (batch, length), generator=generator)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    for row, real in enumerate((length, 5, 3)[:batch]):
+        mask[row, real:] = 0
+    return ids.masked_fill(mask == 0, 0), mask
+
+
+def closes(exp: lrpc.Explanation) -> float:
+    """Largest relative gap of input relevance + everything absorbed to the start relevance."""
+    total = exp.relevance.sum((1, 2)) + sum(exp.absorbed.values())
+    return float(((total - exp.start).abs() / exp.start.abs()).max())
+
+
+@pytest.mark.parametrize("preset", TRANSFORMER_PRESETS)
+@pytest.mark.parametrize("family", LXT_SHIPS)
+def test_matches_lxt_per_family_maps_on_a_right_padded_batch(family, preset):
+    """The public API with Hugging Face's default attention against LXT's patch map for the family (eager
+    attention wrapped as LXT wraps it): ≤ 1e-6 relative L1 in float64 (HF's float32 norms and eager softmax)."""
+    model = build(family)
+    ids, mask = right_padded()
+    exp = lrpc.compile(model, lrpc.preset(preset), example_input=ids)(ids, attention_mask=mask)
+    assert exp.relevance.shape == (3, 7, 16) and exp.heatmap().shape == (3, 7)
+    with torch.no_grad():   # the predicted next token after each row's last real token
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    assert torch.equal(exp.target, logits[torch.arange(3), mask.sum(1) - 1].argmax(-1))
+    reference = lxt_token_heatmap(model, ids, mask, exp.target, "cp" if preset == "cp-lrp" else "attnlrp")
+    assert rel_l1(exp.heatmap(), reference) < 1e-6
+    assert bool((exp.heatmap()[mask == 0] == 0).all())
+
+
+@pytest.mark.parametrize("preset", TRANSFORMER_PRESETS)
+@pytest.mark.parametrize("family", CAUSAL + ENCODERS)
+def test_every_family_compiles_with_closed_accounting(family, preset):
+    ids, mask = right_padded(seed=1)
+    exp = lrpc.compile(build(family), lrpc.preset(preset), example_input=ids)(ids, attention_mask=mask)
+    assert closes(exp) < 1e-10
+    assert bool((exp.heatmap()[mask == 0] == 0).all())   # padding takes exactly nothing
+
+
+@pytest.mark.parametrize("family", ("gpt2", "bert"))
+def test_position_and_token_type_embeddings_are_reported_sinks(family):
+    """Absolute position (and BERT's token type) embeddings enter without the ids: under cp-lrp they take
+    their proportional share, reported in exp.absorbed as constant adds."""
+    ids, mask = right_padded(seed=2)
+    exp = lrpc.compile(build(family), "cp-lrp", example_input=ids)(ids, attention_mask=mask)
+    plans = exp.explainer.plans
+    first_add = next(name for name in exp.absorbed if plans[name].transform == "constant_add")
+    assert float(exp.absorbed[first_add].abs().min()) > 0
+    assert closes(exp) < 1e-10
+
+
+@pytest.mark.parametrize("family", ("llama", "mistral", "gemma3", "gpt2", "gpt_neox", "opt"))
+def test_padded_rows_equal_the_text_alone_and_eager_equals_sdpa(family):
+    """Right and left padding give each text's map alone (position ids follow the mask, as generate()
+    computes them); eager attention (a float additive mask, a float32 softmax) gives SDPA's maps to float32
+    rounding; grouped-query heads and sliding windows (Mistral, Gemma 3) in both."""
+    ids, right = right_padded(seed=3)
+    left = right.flip(1)
+    left_ids = torch.stack([row.roll(int((m == 0).sum())) for row, m in zip(ids, right)])
+    sdpa = lrpc.compile(build(family), "attnlrp", example_input=ids)
+    eager = lrpc.compile(build(family, attn_implementation="eager"), "attnlrp", example_input=ids)
+    on_right, on_left = sdpa(ids, attention_mask=right), sdpa(left_ids, attention_mask=left)
+    for row in range(3):
+        real = int(right[row].sum())
+        alone = sdpa(ids[row:row + 1, :real])
+        assert torch.allclose(on_right.heatmap()[row, :real], alone.heatmap()[0], rtol=1e-9, atol=1e-14)
+        assert torch.allclose(on_left.heatmap()[row, 7 - real:], alone.heatmap()[0], rtol=1e-9, atol=1e-14)
+        assert on_right.target[row] == on_left.target[row] == alone.target[0]
+    assert bool((on_left.heatmap()[left == 0] == 0).all())
+    assert rel_l1(eager(ids, attention_mask=right).heatmap(), on_right.heatmap()) < 1e-6
+
+
+def test_contrastive_target_is_the_difference_of_the_two_maps():
+    """Relevance is linear in the start relevance, so explaining logit a − logit b gives map(a) − map(b)."""
+    ids, mask = right_padded(seed=4)
+    explainer = lrpc.compile(build("gpt2"), "cp-lrp", example_input=ids)
+    a, b = torch.tensor([5, 6, 7]), 9
+    contrast = explainer(ids, (a, b), attention_mask=mask)
+    difference = explainer(ids, a, attention_mask=mask).relevance - explainer(ids, b, attention_mask=mask).relevance
+    assert contrast.target.tolist() == [[5, 9], [6, 9], [7, 9]]
+    assert torch.allclose(contrast.relevance, difference, rtol=1e-9, atol=1e-14)
+    rows = torch.arange(3)
+    assert torch.allclose(contrast.start, contrast.logits[rows, a] - contrast.logits[rows, b])
+    assert closes(contrast) < 1e-10
+
+
+def test_token_ids_as_targets_match_lxt():
+    ids, mask = right_padded(seed=5)
+    model = build("llama")
+    target = torch.tensor([3, 4, 5])
+    exp = lrpc.compile(model, "cp-lrp", example_input=ids)(ids, target, attention_mask=mask)
+    assert torch.equal(exp.target, target)
+    assert rel_l1(exp.heatmap(), lxt_token_heatmap(model, ids, mask, target, "cp")) < 1e-6
+
+
+def test_a_classifier_explains_its_predicted_class():
+    ids, mask = right_padded(seed=6)
+    model = build("bert")
+    exp = lrpc.compile(model, "cp-lrp", example_input=ids)(ids, attention_mask=mask)
+    with torch.no_grad():
+        assert torch.equal(exp.target, model(input_ids=ids, attention_mask=mask).logits.argmax(1))
+
+
+@pytest.fixture(scope="module")
+def llama_explainer():
+    ids, _ = right_padded()
+    return lrpc.compile(build("llama"), "cp-lrp", example_input=ids)
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda e, ids, mask: e(ids.double(), attention_mask=mask), "token ids"),
+    (lambda e, ids, mask: e(ids, attention_mask=mask[:, :4]), "shape of input_ids"),
+    (lambda e, ids, mask: e(ids, VOCAB, attention_mask=mask), "vocabulary"),
+    (lambda e, ids, mask: e(ids, (1, VOCAB + 3), attention_mask=mask), "vocabulary"),
+    (lambda e, ids, mask: e(ids, attention_mask=torch.cat([mask[:2], torch.zeros_like(mask[:1])])), "all padding"),
+    (lambda e, ids, mask: e(ids + VOCAB, attention_mask=mask), "outside the vocabulary"),
+    (lambda e, ids, mask: e(ids, attention_mask=mask * 2), "must hold 0"),
+])
+def test_bad_calls_raise_clear_errors(llama_explainer, call, message):
+    ids, mask = right_padded()
+    with pytest.raises(lrpc.LrpcError, match=message):
+        call(llama_explainer, ids, mask)
