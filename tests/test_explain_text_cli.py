@@ -101,3 +101,14 @@ def test_user_errors_name_the_problem(folders, tmp_path, capsys):
     assert code == 1 and "no config.json" in err
     code, _, err = run_cli(capsys, TEXT, "--model", "resnet50", "-o", tmp_path / "o")
     assert code == 1 and "hf:DIR" in err
+
+
+def test_the_shipped_text_model_by_name(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "w1 C w3 d A w2 ?", "--model", "groundtruth-text", "--color", "never",
+                             "-o", tmp_path)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "text.json").read_text(encoding="utf-8"))
+    assert summary["target"]["label"] == "'no'"   # C before A: not in alphabetical order
+    assert [t.strip() for t in summary["tokens"]] == "w1 C w3 d A w2 ?".split()
+    code, _, err = run_cli(capsys, "w1 Z ?", "--model", "groundtruth-text", "-o", tmp_path)
+    assert code == 1 and "'Z'" in err and "vocabulary" in err
