@@ -13,7 +13,8 @@ from .ops import shape
 from .presets import Rules, resolve
 from .relevance_pass import RelevancePass
 from .runtime import Explainer
-from .tokens import TokenInput, fixed_length, is_token_input, source_node, vocabulary_size
+from .tokens import (TokenInput, example_inputs, fixed_length, is_token_input, reads_positions, source_node,
+                     vocabulary_size)
 from .trace import OutputSelector, capture
 
 
@@ -48,7 +49,7 @@ def compile(model: nn.Module, rules: Rules | str | None = "default", example_inp
         rules = rules.replace(start=start)
     gm = capture(model, example_input, output)
     token_model = is_token_input(example_input)
-    inputs = (example_input, torch.ones_like(example_input)) if token_model else (example_input,)
+    inputs = example_inputs(gm, example_input) if token_model else (example_input,)
     with torch.no_grad():
         reference = gm(*inputs)
     canonicalize.functionalize(gm)
@@ -64,7 +65,7 @@ def compile(model: nn.Module, rules: Rules | str | None = "default", example_inp
     dtype = source_node(gm).meta["tensor_meta"].dtype if token_model else example_input.dtype
     module, layer_names, pairings = RelevancePass(gm, plans, logits, rules.start, dtype, keep, debug).run()
     num_classes = shape(logits)[1] if len(shape(logits)) == 2 else 1
-    token_input = TokenInput(vocabulary_size(gm), fixed_length(gm)) if token_model else None
+    token_input = TokenInput(vocabulary_size(gm), fixed_length(gm), reads_positions(gm)) if token_model else None
     explainer = Explainer(module, layer_names, rules, plans, pairings, example_input, num_classes, token_input)
     explainer.follow(model, rebuild(model, rules, example_input, output=output, keep=keep, debug=debug))
     return explainer

@@ -2,19 +2,16 @@
 generated before it, as a ``[new tokens × all tokens]`` relevance matrix.
 
 :func:`explain_generation` decodes greedily with the model's own forward (no cache), then explains every new
-token in **one** forward pass over the whole text. A causal model's logits at position t depend on tokens 0 … t
-only, and so does every relevance message started there (attention to later tokens is masked), so explaining
-the token generated at t + 1 from position t of the full text equals explaining the prefix that produced it,
-alone. (Graphs that merge the batch with the sequence, such as GPT-2's ``Conv1D``, cannot repeat activations
-per target; there the B texts are repeated N times and explained in one call, a forward on B·N rows.)
-The model is compiled from its token ids (``lrpc.compile(..., example_input=input_ids)``) wrapped so that
-it returns the logits of every position flattened, ``[B, T·V]``, and the N targets ``t·V + token[t + 1]`` run as
-the targets of :meth:`lrpc.Explainer.explain_targets`: one forward, then the relevance pass on B·N rows.
+token in **one** forward pass over the whole text, with :meth:`lrpc.Explainer.explain_positions`: the logits at
+position t, which predict the token at t + 1, are explained for N positions at once (the relevance pass runs on
+B·N rows). A causal model's logits at position t depend on tokens 0 … t only, and so does every relevance
+message started there (attention to later tokens is masked), so that row equals explaining the prefix that
+produced the token, alone.
 
 Relevance is read at the output of the token embedding lookup (as for any language model in lrpc):
-``relevance`` is ``[B, N, T, D]``, the matrix its sum over D. Position and token-type embeddings added inside the model are
-constants that absorb their share (``absorbed``), so each row conserves:
-``matrix.sum(-1) + sum(absorbed.values()) == start``.
+``relevance`` is ``[B, N, T, D]``, the matrix its sum over D. Position and token-type embeddings are constants
+that absorb their share (``absorbed``), so each row conserves: ``matrix.sum(-1) + sum(absorbed.values()) ==
+start``.
 """
 from __future__ import annotations
 
@@ -26,6 +23,7 @@ from torch import nn
 from .compiler import compile as compile_explainer
 from .errors import LrpcError
 from .presets import Rules
+from .runtime import Explainer
 
 __all__ = ["GenerationExplanation", "explain_generation", "greedy_generate"]
 
@@ -35,9 +33,7 @@ class GenerationExplanation:
     """``ids`` [B, P + N]: prompt and generated tokens. ``relevance`` [B, N, P + N, D] and ``matrix``
     [B, N, P + N]: row i explains token ``ids[:, P + i]``; its columns from P + i on are exactly 0 (what the
     token could not see). ``start`` [B, N]: the relevance placed on each explained logit; ``absorbed``: sink
-    node → [B, N]; ``logits`` [B, P + N, V] of the explaining forward. ``one_forward``: True where the forward
-    ran once on the B texts; False where the graph keeps the batch merged with the sequence (GPT-2's ``Conv1D``),
-    so the forward ran on the texts repeated N times (one call, the same numbers, N times the forward's cost)."""
+    node → [B, N]; ``logits`` [B, N, V]: the scores each generated token was picked from."""
 
     ids: torch.Tensor
     prompt_length: int
@@ -46,25 +42,11 @@ class GenerationExplanation:
     start: torch.Tensor
     absorbed: dict[str, torch.Tensor]
     logits: torch.Tensor
-    one_forward: bool
 
     @property
     def new_ids(self) -> torch.Tensor:
         """The generated tokens [B, N]."""
         return self.ids[:, self.prompt_length:]
-
-
-class _EveryPosition(nn.Module):
-    """The language model on token ids with every position's next-token logits flattened, [B, T·V]: a 2-D score
-    lrpc reads as one "class" per (position, token) instead of the last token's logits."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                use_cache: bool = False) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.flatten(1)
 
 
 def _check_prompt(model: nn.Module, input_ids) -> torch.Tensor:
@@ -105,39 +87,31 @@ def greedy_generate(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: i
 
 
 def explain_generation(model: nn.Module, input_ids: torch.Tensor, max_new_tokens: int,
-                       rules: Rules | str = "attnlrp") -> GenerationExplanation:
+                       rules: Rules | str = "attnlrp", *, explainer: Explainer | None = None) -> GenerationExplanation:
     """Generate ``max_new_tokens`` tokens greedily after each prompt row of ``input_ids`` [B, P] (equal lengths,
     no padding) and explain each new token's logit under ``rules`` (a preset name or ``Rules``), all in one
-    forward of the explained module. The model is neither copied nor changed; it is compiled for this text length
-    on every call (a few seconds for a small model)."""
+    forward. ``explainer``: one already compiled from ``model`` on token ids (``lrpc.compile(model, rules,
+    example_input=ids)``, any length), reused instead of compiling; ``rules`` is then its own. The model is
+    neither copied nor changed."""
     ids = greedy_generate(model, input_ids, max_new_tokens)
     batch, total = ids.shape
     prompt = total - max_new_tokens
-    explainer = compile_explainer(_EveryPosition(model).eval(), rules, example_input=ids)
-    vocabulary = explainer.num_classes // total
-    positions = torch.arange(prompt - 1, total - 1, device=ids.device)
-    targets = positions * vocabulary + ids[:, prompt:]                        # [B, N]
-    try:
-        exp = explainer.explain_targets(ids, targets)                         # B·N rows, prompt-major
-        one_forward = True
-    except LrpcError:
-        # explain_targets repeats activations along dimension 0, which some graphs merge with the sequence
-        # (GPT-2's Conv1D runs on [B·T, D]); then the text is repeated N times instead: one call, B·N forward rows
-        exp = explainer(ids.repeat_interleave(max_new_tokens, 0), target=targets.flatten())
-        one_forward = False
+    if explainer is None:
+        explainer = compile_explainer(model, rules, example_input=ids)
+    exp = explainer.explain_positions(ids, range(prompt - 1, total - 1), ids[:, prompt:])
     relevance = exp.relevance.view(batch, max_new_tokens, total, -1)
-    logits = exp.logits.view(batch, max_new_tokens, total, vocabulary)[:, 0]
     unseen = torch.arange(total, device=ids.device) >= prompt + torch.arange(max_new_tokens, device=ids.device)[:, None]
     if relevance.sum(-1)[:, unseen].abs().max() > 0:
         raise LrpcError(f"{type(model).__name__} is not a causal language model: a generated token's relevance "
                         "reaches tokens after it")
-    if not torch.equal(logits[:, prompt - 1:-1].argmax(-1), ids[:, prompt:]):
-        # the one forward must pick the tokens the step-by-step decoding picked; a tie broken differently would
-        # explain a token that was not generated
+    logits = exp.logits.view(batch, max_new_tokens, -1)
+    if not torch.equal(logits.argmax(-1), ids[:, prompt:]):
+        # the explaining forward must pick the tokens step-by-step decoding picked; a tie broken differently
+        # would explain a token that was not generated
         raise LrpcError("the explaining forward predicts other tokens than greedy decoding chose (two logits tied "
                         "within rounding)")
     return GenerationExplanation(
         ids=ids, prompt_length=prompt, relevance=relevance, matrix=relevance.sum(-1),
         start=exp.start.view(batch, max_new_tokens),
         absorbed={name: value.view(batch, max_new_tokens) for name, value in exp.absorbed.items()},
-        logits=logits, one_forward=one_forward)
+        logits=logits)

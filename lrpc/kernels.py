@@ -20,6 +20,20 @@ def in_place() -> bool:
     return not torch.is_grad_enabled()
 
 
+def pick_scores(scores: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """A language model's scores [B, T, V] read at K positions per row ([B, K]): [B·K, V], row-major."""
+    rows = torch.arange(scores.shape[0], device=scores.device).repeat_interleave(positions.shape[1])
+    return scores[rows, positions.reshape(-1)]
+
+
+def pick_scores_back(r: torch.Tensor, scores: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Relevance of ``pick_scores`` back onto the scores, one row per explained (row, position): ``scores`` has
+    as many rows as ``r`` (the relevance pass repeats a row's activations once per explained position)."""
+    out = torch.zeros(r.shape[0], *scores.shape[1:], dtype=r.dtype, device=r.device)
+    out[torch.arange(r.shape[0], device=r.device), positions.reshape(-1)] = r
+    return out
+
+
 def resolve_target(logits: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
     if target is not None:
         return target

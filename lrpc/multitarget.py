@@ -6,8 +6,8 @@ K times along the batch (image-major: row b·K + k is image b with its k-th targ
 there. An activation is therefore copied only once the relevance pass reaches it, and its un-repeated original
 is freed at that point — peak memory grows like the relevance messages do, not by K copies of the forward.
 
-The rewrite assumes dimension 0 of every activation on the relevance path is the batch (true of CNNs); graphs
-that permute it away are refused.
+The rewrite assumes dimension 0 of every activation on the relevance path is the batch (true of CNNs), alone or
+merged batch-major ([B·T, D], as GPT-2's ``Conv1D`` flattens it); graphs that permute it away are refused.
 """
 from __future__ import annotations
 
@@ -20,14 +20,20 @@ from .ops import batch_layout
 
 
 def repeat_batch(t: torch.Tensor, repeats: int) -> torch.Tensor:
-    return t.repeat_interleave(repeats, dim=0)
+    """Each sample's rows ``repeats`` times; a size (a symbolic length the relevance ops read) stays as it is."""
+    return t.repeat_interleave(repeats, dim=0) if isinstance(t, torch.Tensor) else t
+
+
+def repeat_merged_batch(t: torch.Tensor, repeats: int, rows: torch.Tensor) -> torch.Tensor:
+    """``repeat_batch`` of a tensor whose dimension 0 is [B·n] (a token model's [B·T, D])."""
+    return t.unflatten(0, (rows.shape[0], -1)).repeat_interleave(repeats, dim=0).flatten(0, 1)
 
 
 def check_batch_major(plans) -> None:
-    """Refuse a graph whose relevance path moves the batch away from dimension 0."""
+    """Refuse a graph whose relevance path moves the batch away from dimension 0 (alone, or [B·n] merged)."""
     for name, plan in plans.items():
         dim, inner = batch_layout(plan.node)
-        if inner is not None or dim != 0:
+        if inner not in (None, -1) or dim != 0:
             raise LrpcError(f"explain_targets needs the batch in dimension 0 of every activation, alone, but "
                             f"node {name!r} holds it in dimension {dim}{' merged with another size' if inner else ''}"
                             "; call the explainer once per target")
@@ -36,26 +42,33 @@ def check_batch_major(plans) -> None:
                             f"{name!r} permutes it to {tuple(plan.info.args)}; call the explainer once per target")
 
 
-def multi_target_module(module: fx.GraphModule) -> fx.GraphModule:
-    """``forward(x, target, repeats)``: ``target`` has B·repeats entries; every output has B·repeats rows."""
+def multi_target_module(module: fx.GraphModule, per_row: tuple = ()) -> fx.GraphModule:
+    """``forward(x, target, repeats)``: ``target`` has B·repeats entries; every output has B·repeats rows.
+    ``per_row``: forward nodes (by target function or placeholder name) that already hold B·repeats rows (a
+    token model's scores read at several positions) and are not repeated."""
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     forward_values: set[fx.Node] = set()   # batch-major tensors computed before the relevance section
     repeated: dict[fx.Node, fx.Node] = {}
     repeats = None
     in_relevance = False
+    first_input = None
 
     def relevance_arg(node: fx.Node) -> fx.Node:
         if node not in forward_values:
             return env[node]
         if node not in repeated:
-            repeated[node] = graph.call_function(repeat_batch, (env[node], repeats), name=f"repeat_{node.name}")
+            merged = node.meta.get("lrpc_batch_inner") == -1
+            repeated[node] = graph.call_function(repeat_merged_batch if merged else repeat_batch,
+                                                 (env[node], repeats, *((env[first_input],) if merged else ())),
+                                                 name=f"repeat_{node.name}")
         return repeated[node]
 
     for node in module.graph.nodes:
         if node.op == "placeholder":
             env[node] = graph.node_copy(node, env.__getitem__)
-            if node.name != "target":
+            first_input = first_input or node
+            if node.name != "target" and node.name not in per_row:
                 forward_values.add(node)
             continue
         if repeats is None:
@@ -65,7 +78,7 @@ def multi_target_module(module: fx.GraphModule) -> fx.GraphModule:
             env[node] = graph.node_copy(node, relevance_arg)
         else:
             env[node] = graph.node_copy(node, env.__getitem__)
-            if node.op != "get_attr":
+            if node.op != "get_attr" and node.target not in per_row:
                 forward_values.add(node)
     if not in_relevance:
         raise AssertionError("the generated module has no relevance section (no resolve_target node)")

@@ -11,13 +11,14 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from . import kernels
 from .annotate import NodePlan
 from .errors import LrpcError
 from .fingerprint import Fingerprint, training_modules
 from .presets import Rules
 from .quantize import heat_quantize
 from .relevance_pass import Pairing
-from .tokens import TokenInput, check_tokens
+from .tokens import TokenInput, check_positions, check_tokens, last_real_position
 
 
 @dataclass
@@ -104,6 +105,7 @@ class Build:
     device: torch.device
     run: Callable = None                   # the module, or torch.compile's wrapper of it
     multi_run: Callable | None = None      # built on the first explain_targets call
+    positions_run: Callable | None = None  # built on the first explain_positions call
     fingerprint: Fingerprint | None = None  # of the model at compile time (None: not following a model)
     tokens: TokenInput | None = None       # a token model: what its calls must pass (else an image-like input)
 
@@ -245,7 +247,7 @@ class Explainer:
         generated module is moved with its rule constants and the model submodules it shares."""
         if self._model is None:
             self.module.to(*args, **kwargs)
-            self._build.multi_run = None   # it holds references to the constants as they were
+            self._build.multi_run = self._build.positions_run = None   # they hold the constants as they were
             device, dtype = torch._C._nn._parse_to(*args, **kwargs)[:2]
             self._build.device = self._build.device if device is None else device
             self._build.dtype = self._build.dtype if dtype is None else dtype
@@ -269,7 +271,7 @@ class Explainer:
                           "explainer keeps its eager code (faster here)", stacklevel=2)
         self._compile_kwargs = None if fallback else torch_compile_kwargs
         self._build.run = self._compiled(self.module)
-        self._build.multi_run = None
+        self._build.multi_run = self._build.positions_run = None
         return self
 
     def _compiled(self, module: fx.GraphModule):
@@ -323,8 +325,8 @@ class Explainer:
             if target.numel() != batch:
                 raise LrpcError(f"target has {target.numel()} entries for a batch of {batch}")
         else:
-            raise LrpcError(f"target must be None, an int, a LongTensor [B] or a pair (a, b) of them, got "
-                            f"{type(target).__name__}")
+            raise LrpcError(f"target must be None, an int or a LongTensor [B], or a pair (a, b) of them (a "
+                            f"contrast), got {type(target).__name__}")
         bad = (target < 0) | (target >= num_classes)
         if bool(bad.any()):
             what = "tokens in the model's vocabulary" if self.tokens is not None else "classes"
@@ -355,7 +357,8 @@ class Explainer:
     def _inputs(self, x, attention_mask, build: Build) -> tuple[torch.Tensor, ...]:
         """The generated module's inputs, checked: ``(x,)``, or a token model's ``(input_ids, attention_mask)``."""
         if build.tokens is not None:
-            return x, check_tokens(x, attention_mask, build.tokens, build.device)
+            mask = check_tokens(x, attention_mask, build.tokens, build.device)
+            return (x, mask, last_real_position(mask)[:, None]) if build.tokens.per_position else (x, mask)
         if attention_mask is not None:
             raise LrpcError("attention_mask is for token models (compiled from token ids); this explainer was "
                             f"compiled for inputs like {build.input_shape}")
@@ -382,8 +385,43 @@ class Explainer:
             with torch.inference_mode():
                 return self._explanation(build.multi_run(*inputs, flat, repeats), build)
 
+    def explain_positions(self, input_ids: torch.Tensor, positions, targets=None, *,
+                          attention_mask: torch.Tensor | None = None) -> Explanation:
+        """A language model's next-token scores at K positions of every row, explained with ONE forward pass
+        (the relevance pass runs on B·K rows, as in ``explain_targets``). Row b·K + k of the explanation explains
+        the score that position ``positions[b, k]`` gives token ``targets[b, k]`` (the logits there predict the
+        token after that position): ``exp.relevance.view(B, K, T, D)``, ``exp.heatmap().view(B, K, T)``.
+
+        ``positions``: a list of ints or a LongTensor [K] (the same for every row) or [B, K]; each must be a real
+        token of its row. ``targets``: None (the token the model predicts at each position), or token ids of the
+        shape of ``positions``. For generated text ``ids`` (prompt + new tokens at positions p₀ … p₀+N−1), the
+        [new tokens × all tokens] matrix is ``explain_positions(ids, range(p₀ − 1, p₀ + N − 1),
+        ids[:, p₀:p₀ + N]).heatmap().view(B, N, T)``: causal attention keeps each row to the tokens before it."""
+        from .multitarget import check_batch_major, multi_target_module
+        build = self._current()
+        if build.tokens is None or not build.tokens.per_position:
+            raise LrpcError("explain_positions explains a language model's scores per position; this explainer "
+                            "was compiled for a model with one score vector per input (use explain_targets)")
+        ids, mask, _ = self._inputs(input_ids, attention_mask, build)
+        positions = check_positions(positions, mask)
+        repeats = positions.shape[1]
+        if targets is not None:
+            targets = self._target_matrix(targets, ids.shape[0], ids.device)
+            if targets.shape != positions.shape:
+                raise LrpcError(f"targets {tuple(targets.shape)} must match positions {tuple(positions.shape)}")
+            targets = self.check_target(targets.reshape(-1), targets.numel(), build.num_classes, ids.device)
+        with self._gate.shared():
+            if build.positions_run is None:
+                check_batch_major(build.plans)
+                module = multi_target_module(build.module, per_row=("positions", kernels.pick_scores))
+                build.positions_run = self._compiled(module)
+            with torch.inference_mode():
+                return self._explanation(build.positions_run(ids, mask, positions, targets, repeats), build)
+
     def _target_matrix(self, targets, batch: int, device) -> torch.Tensor:
         """``targets`` of explain_targets as a LongTensor [B, K]."""
+        if isinstance(targets, range):
+            targets = list(targets)
         if isinstance(targets, (list, tuple)):
             if not targets or not all(isinstance(t, int) and not isinstance(t, bool) for t in targets):
                 raise LrpcError(f"targets must be a non-empty list of class indices, got {targets!r}")

@@ -10,8 +10,9 @@ The input layer is the embedding lookup of ``input_ids`` (``aten.embedding``): r
 output ``[B, T, D]``, and everything else that enters the signal without it (positional and token-type
 embeddings) absorbs its share like a cls token.
 
-A causal language model's logits ``[B, T, V]`` are read at each row's last real token (the last position whose
-mask is 1), so the explained score is the next token after the text, padded on the right or on the left. Where
+A causal language model's logits ``[B, T, V]`` are read where a third input ``positions`` [B, K] says: a call
+passes each row's last real token (the last position whose mask is 1), so the explained score is the next token
+after the text, padded on the right or on the left; ``Explainer.explain_positions`` passes several. Where
 the model takes ``position_ids`` and can generate, they are computed from the mask as ``generate`` does
 (``cumsum(mask) − 1``), so a left-padded row is positioned as the same text alone.
 """
@@ -25,6 +26,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from . import kernels
 from .errors import LrpcError
 from .ops import SOURCE
 
@@ -39,6 +41,17 @@ class TokenInput:
 
     vocab_size: int
     length: int | None         # the one sequence length export allowed, or None: any length
+    per_position: bool         # a language model: scores per position, read where ``positions`` says
+
+
+def example_inputs(gm: fx.GraphModule, input_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """What the captured graph takes: ids, an all-ones mask, and for a language model the last positions."""
+    mask = torch.ones_like(input_ids)
+    return (input_ids, mask, last_real_position(mask)[:, None]) if reads_positions(gm) else (input_ids, mask)
+
+
+def reads_positions(gm: fx.GraphModule) -> bool:
+    return any(n.op == "placeholder" and n.name == "positions" for n in gm.graph.nodes)
 
 
 def is_token_input(example_input) -> bool:
@@ -88,10 +101,6 @@ def last_real_position(mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask != 0, index, -1).amax(1)
 
 
-def batch_rows(mask: torch.Tensor) -> torch.Tensor:
-    return torch.arange(mask.shape[0], device=mask.device)
-
-
 def prepare_graph(gm: fx.GraphModule) -> None:
     """Make an exported token model's graph read ``(input_ids, attention_mask)``: drop the ``use_cache`` input,
     compute ``position_ids`` from the mask, and mark the word-embedding lookup as the relevance source."""
@@ -116,7 +125,7 @@ def prepare_graph(gm: fx.GraphModule) -> None:
     output = next(n for n in gm.graph.nodes if n.op == "output")
     scores = output.args[0]
     if isinstance(scores.meta.get("val"), torch.Tensor) and scores.meta["val"].dim() == 3:
-        output.args = (read_last_token(gm, scores),)
+        output.args = (read_positions(gm, scores),)
     gm.graph.lint()
     gm.recompile()
 
@@ -128,16 +137,14 @@ def _reads_ids(node, ids: fx.Node) -> bool:
     return node is ids
 
 
-def read_last_token(gm: fx.GraphModule, logits: fx.Node) -> fx.Node:
-    """logits [B, T, V] → [B, V] at each row's last real token: an ``aten.index`` the op table moves back."""
+def read_positions(gm: fx.GraphModule, scores: fx.Node) -> fx.Node:
+    """scores [B, T, V] → [B·K, V] at K positions per row, a new input ``positions`` [B, K] (a call passes each
+    row's last real token, ``explain_positions`` several positions)."""
     mask = next(n for n in gm.graph.nodes if n.op == "placeholder" and n.name == "attention_mask")
-    with gm.graph.inserting_after(logits):
-        rows = gm.graph.call_function(batch_rows, (mask,))
-        with gm.graph.inserting_after(rows):
-            last = gm.graph.call_function(last_real_position, (mask,))
-            with gm.graph.inserting_after(last):
-                picked = gm.graph.call_function(aten.index.Tensor, (logits, [rows, last]))
-    return picked
+    with gm.graph.inserting_after(mask):
+        positions = gm.graph.placeholder("positions")
+    with gm.graph.inserting_after(scores):
+        return gm.graph.call_function(kernels.pick_scores, (scores, positions))
 
 
 def fixed_length(gm: fx.GraphModule) -> int | None:
@@ -155,6 +162,32 @@ def vocabulary_size(gm: fx.GraphModule) -> int:
     """Rows of the word-embedding matrix the source looks ids up in."""
     weight = source_node(gm).args[0]
     return int(operator.attrgetter(weight.target)(gm).shape[0])
+
+
+def check_positions(positions, mask: torch.Tensor) -> torch.Tensor:
+    """``positions`` of ``explain_positions`` as a LongTensor [B, K] of real tokens of each row."""
+    if isinstance(positions, range):
+        positions = list(positions)
+    if isinstance(positions, (list, tuple)):
+        if not positions or not all(isinstance(p, int) and not isinstance(p, bool) for p in positions):
+            raise LrpcError(f"positions must be a non-empty list of ints or a LongTensor [K] or [B, K], got "
+                            f"{positions!r}")
+        positions = torch.tensor(positions, dtype=torch.long, device=mask.device)
+    if not isinstance(positions, torch.Tensor) or positions.is_floating_point():
+        raise LrpcError(f"positions must be a list of ints or a LongTensor [K] or [B, K], got {positions!r}")
+    if positions.dim() == 1:
+        positions = positions.unsqueeze(0).expand(mask.shape[0], -1)
+    if positions.dim() != 2 or positions.shape[0] != mask.shape[0] or positions.shape[1] == 0:
+        raise LrpcError(f"positions must be [K] or [B, K] with B = {mask.shape[0]} rows, got shape "
+                        f"{tuple(positions.shape)}")
+    positions = positions.to(device=mask.device, dtype=torch.long)
+    outside = (positions < 0) | (positions >= mask.shape[1])
+    if bool(outside.any()):
+        raise LrpcError(f"positions {positions[outside].tolist()} outside the sequence of length {mask.shape[1]}")
+    padding = mask.gather(1, positions) == 0
+    if bool(padding.any()):
+        raise LrpcError(f"positions {positions[padding].tolist()} are padding (attention_mask 0) in their rows")
+    return positions.contiguous()
 
 
 def check_tokens(input_ids, attention_mask, tokens: TokenInput, device) -> torch.Tensor:
@@ -180,8 +213,8 @@ def check_tokens(input_ids, attention_mask, tokens: TokenInput, device) -> torch
     if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
         got = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
         raise LrpcError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got {got}")
-    if attention_mask.is_floating_point() or bool(((attention_mask != 0) & (attention_mask != 1)).any()):
-        raise LrpcError("attention_mask must hold 0 (padding) and 1 (a real token) as integers or booleans")
+    if bool(((attention_mask != 0) & (attention_mask != 1)).any()):
+        raise LrpcError("attention_mask must hold 0 (padding) and 1 (a real token) only")
     empty = (attention_mask == 0).all(1)
     if bool(empty.any()):
         raise LrpcError(f"rows {empty.nonzero().flatten().tolist()} of attention_mask are all padding: there is "

@@ -31,9 +31,9 @@ def test_matrix_rows_equal_each_prefix_explained_alone(preset):
     its next token (the last-real-token path of lrpc.compile on token ids)."""
     model = small_llama(0)
     prompt = torch.randint(40, (2, 4), generator=torch.Generator().manual_seed(1))
-    generation = lrpc.explain_generation(model, prompt, max_new_tokens=3, rules=preset)
-    assert generation.matrix.shape == (2, 3, 7) and generation.relevance.shape == (2, 3, 7, 16)
     explainer = lrpc.compile(model, lrpc.preset(preset), example_input=prompt)
+    generation = lrpc.explain_generation(model, prompt, max_new_tokens=3, explainer=explainer)
+    assert generation.matrix.shape == (2, 3, 7) and generation.relevance.shape == (2, 3, 7, 16)
     for i in range(3):
         end = 4 + i
         alone = explainer(generation.ids[:, :end], target=generation.ids[:, end])
@@ -56,7 +56,6 @@ def test_rows_conserve_and_start_at_the_generated_tokens_logits(build):
     torch.testing.assert_close(accounted, generation.start, rtol=1e-10, atol=1e-14)
     if build is small_gpt2:
         assert any(value.abs().sum() > 0 for value in generation.absorbed.values())
-    assert generation.one_forward == (build is small_llama)   # GPT-2's Conv1D merges batch and sequence
 
 
 def test_greedy_tokens_equal_hugging_face_generate():

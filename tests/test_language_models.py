@@ -145,3 +145,44 @@ def test_bad_calls_raise_clear_errors(llama_explainer, call, message):
     ids, mask = right_padded()
     with pytest.raises(lrpc.LrpcError, match=message):
         call(llama_explainer, ids, mask)
+
+
+@pytest.mark.parametrize("family", ("llama", "gpt2"))
+def test_explain_positions_equals_each_prefix_explained_alone(family):
+    """One forward for K (position, token) targets per row: row b·K + k equals explaining the prefix up to that
+    position alone for that token (causal attention), and nothing reaches the tokens after it. GPT-2 flattens
+    the batch with the length ([B·T, D]) in its Conv1D, so the per-row repetition follows that layout too."""
+    ids, mask = right_padded(seed=7, batch=2)
+    explainer = lrpc.compile(build(family), "attnlrp", example_input=ids)
+    positions = torch.tensor([[2, 4, 6], [1, 3, 4]])
+    targets = torch.randint(0, VOCAB, (2, 3), generator=torch.Generator().manual_seed(8))
+    exp = explainer.explain_positions(ids, positions, targets, attention_mask=mask)
+    heat = exp.heatmap().view(2, 3, 7)
+    assert torch.equal(exp.target, targets.reshape(-1))
+    for b in range(2):
+        for k in range(3):
+            end = int(positions[b, k]) + 1
+            alone = explainer(ids[b:b + 1, :end], int(targets[b, k]))
+            assert torch.allclose(heat[b, k, :end], alone.heatmap()[0], rtol=1e-9, atol=1e-15)
+            assert bool((heat[b, k, end:] == 0).all())
+    assert closes(exp) < 1e-10
+    predicted = explainer.explain_positions(ids, [2, 4], attention_mask=mask)   # targets=None: the predictions
+    assert torch.equal(predicted.target, predicted.logits.argmax(1))
+
+
+def test_explain_targets_explains_several_next_tokens():
+    ids, mask = right_padded(seed=9)
+    explainer = lrpc.compile(build("gpt_neox"), "cp-lrp", example_input=ids)
+    several = explainer.explain_targets(ids, [3, 5], attention_mask=mask).heatmap().view(3, 2, 7)
+    for k, token in enumerate((3, 5)):
+        assert torch.allclose(several[:, k], explainer(ids, token, attention_mask=mask).heatmap(), rtol=1e-9,
+                              atol=1e-15)
+
+
+@pytest.mark.parametrize("positions,message", [([7], "outside the sequence"), ([[6], [6], [6]], "padding"),
+                                               ([2.0], "list of ints")])
+def test_bad_positions_raise_clear_errors(llama_explainer, positions, message):
+    ids, mask = right_padded()
+    with pytest.raises(lrpc.LrpcError, match=message):
+        llama_explainer.explain_positions(ids, torch.tensor(positions) if isinstance(positions[0], list)
+                                          else positions, attention_mask=mask)

@@ -130,6 +130,12 @@ def getitem(node, ctx: Context) -> OpInfo:
     raise Unsupported(f"item {k} of {parent.target}")
 
 
+def pick_scores(node, ctx: Context) -> OpInfo:
+    """A language model's scores read at given positions (``lrpc.tokens``): relevance back to those rows."""
+    scores, positions = node.args
+    return move(kernels.pick_scores_back, tensors=(positions,))(node)
+
+
 def pad(node, ctx: Context) -> OpInfo:
     p = params(node)
     mode, value = p.get("mode", "constant"), p.get("value", 0)
@@ -168,7 +174,7 @@ TABLE = {
     aten.flip: flip, aten.pixel_shuffle: pixel_shuffle,
     aten.cat: cat, aten.concat: cat, aten.stack: stack,
     aten.slice_scatter: scatter, aten.select_scatter: scatter, aten.copy: copy_into,
-    operator.getitem: getitem,
+    operator.getitem: getitem, kernels.pick_scores: pick_scores,
     aten.constant_pad_nd: pad, aten.pad: pad,
     aten.max_pool2d: maxpool, aten.amax: amax,
 }
