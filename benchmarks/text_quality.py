@@ -11,6 +11,7 @@ explains the model's answer logit on the fixed test split; a map is scored by
 - ``top-1 ctx``: the same over the 15 context tokens, leaving out the final ``?``, which is the same token in
   every sequence and carries no information, but is where the answer is computed;
 - ``top-2 ctx``: the share of the two keys among the two most relevant context tokens;
+- ``top-2 ctx |R|``: the same ranked by |relevance|, counting strong negative evidence as relevant too;
 - ``key mass``: the share of the positive relevance on the context tokens that falls on the keys.
 
 Chance: top-1 2/16 = 0.125, top-1 ctx 2/15 = 0.133, top-2 ctx 0.133, key mass 0.133.
@@ -42,10 +43,11 @@ def scores(maps: torch.Tensor, deciding: torch.Tensor) -> dict[str, float]:
     top1 = deciding.gather(1, maps.argmax(1, keepdim=True)).float().mean()
     top1_context = keys.gather(1, context.argmax(1, keepdim=True)).float().mean()
     top2 = keys.gather(1, context.topk(2, dim=1).indices).float().mean()
+    top2_magnitude = keys.gather(1, context.abs().topk(2, dim=1).indices).float().mean()
     positive = context.clamp(min=0)
     mass = ((positive * keys).sum(1) / positive.sum(1).clamp(min=1e-30)).mean()
     return {"top-1": float(top1), "top-1 ctx": float(top1_context), "top-2 ctx": float(top2),
-            "key mass": float(mass)}
+            "top-2 ctx |R|": float(top2_magnitude), "key mass": float(mass)}
 
 
 def main() -> None:
@@ -83,7 +85,7 @@ def main() -> None:
         maps = torch.cat([explain(texts.ids[s:s + BATCH], answers[s:s + BATCH]).detach().double()
                           for s in range(0, args.texts, BATCH)])
         rows[name] = {**scores(maps, texts.deciding), "seconds": time.perf_counter() - began}
-    columns = ["top-1", "top-1 ctx", "top-2 ctx", "key mass"]
+    columns = ["top-1", "top-1 ctx", "top-2 ctx", "top-2 ctx |R|", "key mass"]
     print("| method | " + " | ".join(columns) + " | s |")
     print("|---|" + "---|" * (len(columns) + 1))
     for name, row in rows.items():
