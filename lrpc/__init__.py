@@ -7,14 +7,15 @@ from . import crp, modalities, models, rules
 from .captum import LRPC
 from .compiler import compile
 from .errors import LrpcError
+from .generation import explain_generation
 from .presets import IMAGENET_HIGH, IMAGENET_LOW, LayerContext, Rules, preset, presets
 from .quantize import heat_quantize
 from .runtime import Explainer, Explanation
 from .splitting import Splitting
 
 __all__ = ["compile", "preset", "presets", "Rules", "Splitting", "LayerContext", "Explainer", "Explanation",
-           "LrpcError", "heat_quantize", "crp", "modalities", "models", "rules", "IMAGENET_LOW", "IMAGENET_HIGH",
-           "LRPC"]
+           "LrpcError", "crp", "explain_generation", "heat_quantize", "modalities", "models", "rules",
+           "IMAGENET_LOW", "IMAGENET_HIGH", "LRPC"]
 __version__ = "0.1.0"
 
 

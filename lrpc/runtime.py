@@ -346,8 +346,8 @@ class Explainer:
             if target.numel() != batch:
                 raise LrpcError(f"target has {target.numel()} entries for a batch of {batch}")
         else:
-            raise LrpcError(f"target must be None, an int, a LongTensor [B] or a pair (a, b) of them, got "
-                            f"{type(target).__name__}")
+            raise LrpcError(f"target must be None, an int or a LongTensor [B], or a pair (a, b) of them (a "
+                            f"contrast), got {type(target).__name__}")
         bad = (target < 0) | (target >= num_classes)
         if bool(bad.any()):
             what = "tokens in the model's vocabulary" if self.tokens is not None else "classes"

@@ -213,8 +213,8 @@ def check_tokens(input_ids, attention_mask, tokens: TokenInput, device) -> torch
     if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
         got = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
         raise LrpcError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got {got}")
-    if attention_mask.is_floating_point() or bool(((attention_mask != 0) & (attention_mask != 1)).any()):
-        raise LrpcError("attention_mask must hold 0 (padding) and 1 (a real token) as integers or booleans")
+    if bool(((attention_mask != 0) & (attention_mask != 1)).any()):
+        raise LrpcError("attention_mask must hold 0 (padding) and 1 (a real token) only")
     empty = (attention_mask == 0).all(1)
     if bool(empty.any()):
         raise LrpcError(f"rows {empty.nonzero().flatten().tolist()} of attention_mask are all padding: there is "

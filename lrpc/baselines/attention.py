@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import LrpcError
 
-__all__ = ["ATTENTION_METHODS", "attention_rollout", "gradient_weighted_attention"]
+__all__ = ["ATTENTION_METHODS", "attention_rollout", "gradient_weighted_attention", "rollout_matrix"]
 
 
 @contextmanager
@@ -110,14 +110,20 @@ def attention_rollout(model: nn.Module, images: torch.Tensor, targets: torch.Ten
     """Abnar & Zuidema's attention rollout [B, H, W] (``targets`` is accepted and ignored: rollout is class-blind)."""
     with torch.no_grad():
         attentions, _ = _attention_layers(model, images, None)
-        tokens = attentions[0].shape[-1]
-        identity = torch.eye(tokens, dtype=attentions[0].dtype, device=images.device)
-        rollout = identity.expand(images.shape[0], tokens, tokens)
-        for attention in attentions:
-            mixed = 0.5 * attention.mean(1) + 0.5 * identity
-            mixed = mixed / mixed.sum(-1, keepdim=True)
-            rollout = mixed @ rollout
-        return _token_map(rollout[:, 0], images)
+        return _token_map(rollout_matrix(attentions)[:, 0], images)
+
+
+def rollout_matrix(attentions) -> torch.Tensor:
+    """[B, T, T]: the layers' head-averaged attention [B, heads, T, T] plus the residual identity, rows
+    renormalised, multiplied from the first layer up; row t is how much token t draws on every input token."""
+    tokens = attentions[0].shape[-1]
+    identity = torch.eye(tokens, dtype=attentions[0].dtype, device=attentions[0].device)
+    rollout = identity.expand(attentions[0].shape[0], tokens, tokens)
+    for attention in attentions:
+        mixed = 0.5 * attention.mean(1) + 0.5 * identity
+        mixed = mixed / mixed.sum(-1, keepdim=True)
+        rollout = mixed @ rollout
+    return rollout
 
 
 def gradient_weighted_attention(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -19,14 +19,16 @@ __all__ = ["GROUNDTRUTH_ARCHITECTURES", "GROUNDTRUTH_CHECKPOINT", "GROUNDTRUTH_C
            "groundtruth_architecture", "groundtruth_model"]
 
 GROUNDTRUTH_IMAGE_SIZE = 64
-GROUNDTRUTH_ARCHITECTURES = ("resnet", "vit")
+GROUNDTRUTH_ARCHITECTURES = ("resnet", "vit")   # the image classifiers; groundtruth_model("text") is the text one
 _ASSETS = Path(__file__).resolve().parent.parent / "assets"
 GROUNDTRUTH_CHECKPOINTS = {arch: _ASSETS / f"groundtruth_{arch}.pth" for arch in GROUNDTRUTH_ARCHITECTURES}
+# the text model's checkpoint is Hugging Face's own format (its keys are the LlamaForCausalLM's)
+GROUNDTRUTH_CHECKPOINTS["text"] = _ASSETS / "groundtruth_text.safetensors"
 GROUNDTRUTH_CHECKPOINT = GROUNDTRUTH_CHECKPOINTS["resnet"]
 
 
 def groundtruth_architecture(arch: str = "resnet") -> nn.Module:
-    """Untrained network of a shipped checkpoint (needs torchvision).
+    """Untrained network of a shipped checkpoint (torchvision for the images, transformers for the text).
 
     - ``"resnet"``: torchvision's ResNet with Bottleneck blocks at 1/8 of ResNet-50's width, two blocks per stage.
       The first block of every stage has a projection shortcut (conv1x1 + BN), the second an identity shortcut,
@@ -36,7 +38,12 @@ def groundtruth_architecture(arch: str = "resnet") -> nn.Module:
       torchvision's convolutional stem (three 3x3 stride-2 conv-BN-ReLU, Xiao et al. 2021) rather than one 8x8
       patch projection: trained from scratch on this task, the plain patch projection stayed at chance for
       thousands of steps, the stem starts learning at once.
+    - ``"text"``: a Hugging Face ``LlamaForCausalLM`` (needs transformers) over the 31-word vocabulary of
+      :mod:`lrpc.data.text_task`: 2 layers of width 32, 2 query heads sharing 1 key/value head (grouped-query
+      attention), a SwiGLU MLP of width 64, rotary positions, untied output head, the default (SDPA) attention.
     """
+    if arch == "text":
+        return _text_architecture()
     models = torchvision_models()  # an LrpcError naming the install if torchvision is missing
     if arch == "resnet":
         from ..models.narrow_resnet import NarrowResNet
@@ -46,10 +53,27 @@ def groundtruth_architecture(arch: str = "resnet") -> nn.Module:
         stem = [models.vision_transformer.ConvStemConfig(channels, kernel_size=3, stride=2) for channels in (16, 32, 64)]
         return models.VisionTransformer(image_size=GROUNDTRUTH_IMAGE_SIZE, patch_size=8, num_layers=4, num_heads=4,
                                         hidden_dim=64, mlp_dim=128, num_classes=len(CLASSES), conv_stem_configs=stem)
-    raise LrpcError(f"unknown ground-truth architecture {arch!r}; choose one of {GROUNDTRUTH_ARCHITECTURES}")
+    raise LrpcError(f"unknown ground-truth architecture {arch!r}; choose one of {(*GROUNDTRUTH_ARCHITECTURES, 'text')}")
+
+
+def _text_architecture() -> nn.Module:
+    try:
+        from transformers import LlamaConfig, LlamaForCausalLM
+    except ImportError as exc:
+        raise LrpcError("the text ground-truth model is a Hugging Face Llama: pip install transformers") from exc
+    from .text_task import VOCABULARY
+    config = LlamaConfig(vocab_size=len(VOCABULARY), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+                         tie_word_embeddings=False, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    return LlamaForCausalLM(config)
 
 
 def groundtruth_model(arch: str = "resnet") -> nn.Module:
-    """A trained shapes classifier in eval mode. Input: ImageNet-normalised [B, 3, 64, 64]."""
+    """A trained model of a ground-truth task in eval mode.
+
+    ``"resnet"`` / ``"vit"``: the shapes classifiers, input ImageNet-normalised [B, 3, 64, 64].
+    ``"text"``: the causal LM of :mod:`lrpc.data.text_task`, input token ids [B, T]; its next-token logit after
+    the final ``?`` answers ``yes`` or ``no``.
+    """
     model = groundtruth_architecture(arch)
     return load_weights(model, GROUNDTRUTH_CHECKPOINTS[arch]).eval()
