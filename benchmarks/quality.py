@@ -56,15 +56,24 @@ class Method:
     explain: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def lrpc_method(preset: str, quantize: int | None = None, **options: float) -> Method:
-    label = (f"lrpc {preset}" + (f" + HQ{quantize}" if quantize else "")
+def lrpc_method(preset: str, quantize: int | None = None, sign: str = "signed", smooth=None,
+                **options: float) -> Method:
+    label = (f"lrpc {preset}" + view_label(sign, smooth) + (f" + HQ{quantize}" if quantize else "")
              + "".join(f" {name.removesuffix('_gamma')} γ={value}" for name, value in options.items()))
 
     def explain(model, images, targets, masks):
         explainer = lrpc.compile(model, rules=lrpc.preset(preset, **options), example_input=images[:1])
         return torch.cat([explainer(images[i:i + EXPLAIN_BATCH], target=targets[i:i + EXPLAIN_BATCH])
-                          .heatmap(quantize=quantize) for i in range(0, len(images), EXPLAIN_BATCH)])
+                          .heatmap(quantize=quantize, sign=sign, smooth=smooth)
+                          for i in range(0, len(images), EXPLAIN_BATCH)])
     return Method(label, explain)
+
+
+def view_label(sign: str, smooth) -> str:
+    """'' for the raw map, else e.g. ' · absolute σ=auto' (names of the views in the tables)."""
+    parts = (([] if sign == "signed" else [sign])
+             + ([] if smooth is None else [f"σ={smooth}"]))
+    return " · " + " ".join(parts) if parts else ""
 
 
 def baseline_method(name: str) -> Method:
@@ -90,6 +99,23 @@ METHODS = {  # rows per shipped ground-truth architecture
     "vit": ([lrpc_method(p, **gamma) for p in ("attnlrp", "cp-lrp", "default") for gamma in ({}, VIT_GAMMA)]
             + [baseline_method(b) for b in ("attention_rollout", "chefer2021", "integrated_gradients",
                                             "input_x_gradient", "random", "sobel", "oracle")]),
+}
+
+# The views table (--views): every sign view with and without the stem blur, per preset family, plus blur widths
+# around "auto" for the CNN presets and the baselines each family is compared with.
+VIEWS = [(sign, smooth) for sign in ("signed", "positive", "absolute") for smooth in (None, "auto")]
+VIEW_METHODS = {
+    "resnet": ([lrpc_method(p, sign=sign, smooth=smooth) for p in ("otsuki2024", "epsilon-plus", "default")
+                for sign, smooth in VIEWS]
+               + [lrpc_method(p, smooth=sigma) for p in ("otsuki2024", "epsilon-plus") for sigma in (1.5, 3.0, 4.0)]
+               + [lrpc_method(p, smooth="auto") for p in ("otsuki2024-i", "otsuki2024-ii", "otsuki2024-iii")]
+               + [lrpc_method("otsuki2024", 8, smooth="auto"), lrpc_method("otsuki2024", 8, sign="absolute",
+                                                                           smooth="auto")]
+               + [baseline_method(b) for b in ("gradcam",)]),
+    "vit": ([lrpc_method(p, sign=sign, smooth=smooth) for p in ("attnlrp", "cp-lrp", "default")
+             for sign, smooth in VIEWS]
+            + [lrpc_method(p, sign="absolute", smooth=1.5) for p in ("attnlrp", "cp-lrp")]
+            + [baseline_method(b) for b in ("attention_rollout", "chefer2021")]),
 }
 
 PROTOCOLS = {
@@ -210,6 +236,8 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, help="with --folder: torchvision-style checkpoint")
     parser.add_argument("--per-class", type=int, default=1, help="with --folder: images per class (CUB: 5)")
     parser.add_argument("--seed", type=int, default=42, help="with --folder: sampling seed")
+    parser.add_argument("--views", action="store_true",
+                        help="the views table (preset x sign x smoothing) instead of the methods table")
     parser.add_argument("--methods", help="comma-separated rows to run (default: all), e.g. 'lrpc otsuki2024,gradcam'")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="also write method -> metric -> value here")
@@ -237,7 +265,8 @@ def main() -> None:
     scoring_model = fuse(model)
 
     results: dict[str, dict[str, float]] = {}
-    methods = [m for m in METHODS["resnet" if args.folder else args.model] if masks is not None or m.name != "oracle"]
+    table = VIEW_METHODS if args.views else METHODS
+    methods = [m for m in table["resnet" if args.folder else args.model] if masks is not None or m.name != "oracle"]
     if args.methods:
         wanted = [name.strip() for name in args.methods.split(",")]
         unknown = sorted(set(wanted) - {m.name for m in methods})

@@ -15,8 +15,8 @@ from .annotate import NodePlan
 from .errors import LrpcError
 from .fingerprint import Fingerprint, training_modules
 from .presets import Rules
-from .quantize import heat_quantize
 from .relevance_pass import Pairing
+from .views import heatmap_view, stem_sigma
 
 
 @dataclass
@@ -67,10 +67,14 @@ class Explanation:
     def node_sums(self) -> dict[str, torch.Tensor]:
         return {name: self.node_sum_matrix[:, k] for k, name in enumerate(self.layer_names)}
 
-    def heatmap(self, quantize: int | None = None) -> torch.Tensor:
-        """Channel sum of the input relevance [B, H, W]; ``quantize=8`` applies Heat Quantization with Q = 8."""
+    def heatmap(self, quantize: int | None = None, sign: str = "signed", smooth=None) -> torch.Tensor:
+        """Channel sum of the input relevance [B, H, W], read as a view (``lrpc.views``; docs/views.md), in this
+        order: ``sign`` ("signed": R, "positive": max(R, 0), "absolute": |R|), then ``smooth`` (a Gaussian blur:
+        σ in pixels, or "auto": ``explainer.smoothing_sigma``, from the model's stem), then ``quantize=8``: Heat
+        Quantization with Q = 8. The defaults return the raw map; ``exp.relevance`` is never changed."""
         heat = self.relevance.sum(1)
-        return heat if quantize is None else heat_quantize(heat, quantize)
+        return heatmap_view(heat, sign=sign, smooth=smooth, quantize=quantize,
+                            auto=lambda: self.explainer.smoothing_sigma)
 
     def conservation_error(self) -> torch.Tensor:
         """Per sample: the largest |layer sum − start| relative to |start|."""
@@ -103,6 +107,7 @@ class Build:
     run: Callable = None                   # the module, or torch.compile's wrapper of it
     multi_run: Callable | None = None      # built on the first explain_targets call
     fingerprint: Fingerprint | None = None  # of the model at compile time (None: not following a model)
+    smoothing_sigma: tuple[float, ...] | None = None   # computed on first use (lrpc.views.stem_sigma)
 
     def __post_init__(self):
         self.run = self.run or self.module
@@ -215,6 +220,15 @@ class Explainer:
             build.run = self._compiled(build.module)
             self._build = build
             self.rebuilds += 1
+
+    @property
+    def smoothing_sigma(self) -> tuple[float, ...]:
+        """σ per spatial dimension that ``heatmap(smooth="auto")`` blurs with: the standard deviation of the
+        receptive field of the model's stem (``lrpc.views.stem_sigma``); () where the stem has no window."""
+        build = self._build
+        if build.smoothing_sigma is None:
+            build.smoothing_sigma = stem_sigma(build.plans)
+        return build.smoothing_sigma
 
     @property
     def code(self) -> str:
