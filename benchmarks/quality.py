@@ -40,8 +40,8 @@ from tqdm import tqdm
 
 import lrpc
 from lrpc.baselines import CAM_METHODS, explain_baseline
-from lrpc.data import (GROUNDTRUTH_ARCHITECTURES, GROUNDTRUTH_IMAGE_SIZE, ImageFolderDataset, balanced_sample, groundtruth_model, normalize,
-                       split_scenes)
+from lrpc.data import (GROUNDTRUTH_ARCHITECTURES, GROUNDTRUTH_TASKS, ImageFolderDataset, balanced_sample,
+                       groundtruth_model, groundtruth_scenes, normalize)
 from lrpc.metrics import (insertion_deletion, pointing_game, relevance_mass_accuracy, relevance_rank_accuracy,
                           resolve_protocol)
 from lrpc.models import load_weights
@@ -101,22 +101,31 @@ METHODS = {  # rows per shipped ground-truth architecture
                                             "input_x_gradient", "random", "sobel", "oracle")]),
 }
 
-# The views table (--views): every sign view with and without the stem blur, per preset family, plus blur widths
-# around "auto" for the CNN presets and the baselines each family is compared with.
-VIEWS = [(sign, smooth) for sign in ("signed", "positive", "absolute") for smooth in (None, "auto")]
+# The views table (--views): the sign views with and without the stem blur per preset family, blur widths
+# around "auto", and the baselines each family is compared with; most telling rows first (results are written
+# after every row).
 VIEW_METHODS = {
-    "resnet": ([lrpc_method(p, sign=sign, smooth=smooth) for p in ("otsuki2024", "epsilon-plus", "default")
-                for sign, smooth in VIEWS]
-               + [lrpc_method(p, smooth=sigma) for p in ("otsuki2024", "epsilon-plus") for sigma in (1.5, 3.0, 4.0)]
-               + [lrpc_method(p, smooth="auto") for p in ("otsuki2024-i", "otsuki2024-ii", "otsuki2024-iii")]
-               + [lrpc_method("otsuki2024", 8, smooth="auto"), lrpc_method("otsuki2024", 8, sign="absolute",
-                                                                           smooth="auto")]
-               + [baseline_method(b) for b in ("gradcam",)]),
-    "vit": ([lrpc_method(p, sign=sign, smooth=smooth) for p in ("attnlrp", "cp-lrp", "default")
-             for sign, smooth in VIEWS]
-            + [lrpc_method(p, sign="absolute", smooth=1.5) for p in ("attnlrp", "cp-lrp")]
-            + [baseline_method(b) for b in ("attention_rollout", "chefer2021")]),
+    "resnet": ([baseline_method("gradcam")]
+               + [lrpc_method(p, smooth=smooth) for p in ("otsuki2024", "epsilon-plus", "default")
+                  for smooth in (None, "auto")]
+               + [lrpc_method(p, sign=sign, smooth=smooth) for sign, smooth in
+                  (("absolute", "auto"), ("positive", "auto"), ("absolute", None))
+                  for p in ("otsuki2024", "epsilon-plus")]
+               + [lrpc_method(p, smooth=sigma) for sigma in (4.0, 1.5) for p in ("otsuki2024", "epsilon-plus")]),
+    "vit": ([baseline_method("attention_rollout")]
+            + [lrpc_method("attnlrp", sign=sign, smooth=smooth) for sign, smooth in
+               (("signed", None), ("absolute", None), ("signed", "auto"), ("absolute", "auto"))]
+            + [lrpc_method("default", sign=sign, smooth=smooth) for sign, smooth in
+               (("signed", None), ("signed", "auto"), ("absolute", None))]
+            + [lrpc_method("cp-lrp", sign=sign, smooth=smooth) for sign, smooth in
+               (("signed", None), ("absolute", None), ("absolute", "auto"))]
+            + [lrpc_method("attnlrp", sign="positive", smooth="auto"), baseline_method("chefer2021")]),
 }
+# The texture task's residual CNN gets the ResNet's rows.
+METHODS["texture-resnet"] = METHODS["resnet"]
+VIEW_METHODS["texture-resnet"] = VIEW_METHODS["resnet"]
+# The views table scores the two protocols the recommendation rests on: fair, black and counterfactual canvas.
+VIEW_PROTOCOLS = ("fair", "fair-counterfactual")
 
 PROTOCOLS = {
     "otsuki2024": resolve_protocol("otsuki2024"),
@@ -134,11 +143,12 @@ COLUMNS = [  # (header, metric key)
 ]
 
 
-def score(model, images, labels, targets, maps, counterfactuals=None, masks=None) -> dict:
+def score(model, images, labels, targets, maps, counterfactuals=None, masks=None, only=tuple(PROTOCOLS)) -> dict:
     n = len(images)
     per_image: dict[str, list[torch.Tensor]] = {}
     evaluated: dict[str, list[torch.Tensor]] = {}
-    protocols = {name: p for name, p in PROTOCOLS.items() if counterfactuals is not None or "counterfactual" not in name}
+    protocols = {name: p for name, p in PROTOCOLS.items()
+                 if name in only and (counterfactuals is not None or "counterfactual" not in name)}
     for protocol_name, protocol in protocols.items():
         for start in range(0, n, SCORE_BATCH):
             part = slice(start, start + SCORE_BATCH)
@@ -206,10 +216,11 @@ class Benchmark:
 
 
 def groundtruth_benchmark(n: int, arch: str) -> Benchmark:
-    scenes = split_scenes("test", n, GROUNDTRUTH_IMAGE_SIZE)
+    scenes = groundtruth_scenes(arch, "test", n)
     return Benchmark(groundtruth_model(arch), normalize(scenes.images), torch.from_numpy(scenes.labels),
                      normalize(scenes.counterfactuals), torch.from_numpy(scenes.masks),
-                     f"{n} scenes of the procedural test split, lrpc.data.groundtruth_model({arch!r})")
+                     f"{n} scenes of the {GROUNDTRUTH_TASKS[arch]} task's test split, "
+                     f"lrpc.data.groundtruth_model({arch!r})")
 
 
 def folder_benchmark(root: Path, arch: str, weights: Path, per_class: int, seed: int) -> Benchmark:
@@ -277,20 +288,25 @@ def main() -> None:
         t0 = time.perf_counter()
         maps = method.explain(model, images, predicted.to(device), masks).detach().float()
         t1 = time.perf_counter()
-        results[method.name] = score(scoring_model, images, labels, predicted, maps, counterfactuals, masks)
+        results[method.name] = score(scoring_model, images, labels, predicted, maps, counterfactuals, masks,
+                                     only=VIEW_PROTOCOLS if args.views else tuple(PROTOCOLS))
         results[method.name]["explain_seconds"] = t1 - t0
         results[method.name]["score_seconds"] = time.perf_counter() - t1
+        if args.json:   # after every row: a long run interrupted keeps what it measured
+            write_json(args.json, bench, labels, predicted, results, masks is not None)
 
     n_correct = int((predicted == labels).sum())
     description = f"{bench.source}; {n_correct} of {len(labels)} classified correctly."
     print(markdown(results, description))
     print(f"total {time.perf_counter() - started:.0f} s with {args.threads} threads on {device}", file=sys.stderr)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        protocols = {name: p.as_dict() for name, p in PROTOCOLS.items() if masks is not None or "counterfactual" not in name}
-        payload = {"source": bench.source, "images": len(labels), "correct": n_correct, "protocols": protocols,
-                   "methods": results}
-        args.json.write_text(json.dumps(payload, indent=2))
+
+
+def write_json(path: Path, bench: Benchmark, labels, predicted, results: dict, with_masks: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    protocols = {name: p.as_dict() for name, p in PROTOCOLS.items() if with_masks or "counterfactual" not in name}
+    payload = {"source": bench.source, "images": len(labels), "correct": int((predicted == labels).sum()),
+               "protocols": protocols, "methods": results}
+    path.write_text(json.dumps(payload, indent=2))
 
 
 if __name__ == "__main__":
