@@ -61,6 +61,7 @@ def test_cli_refuses_bad_views(argument, message, tmp_path, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_dataset_job_stores_and_scores_the_view(scenes, tmp_path):
     zarr = pytest.importorskip("zarr")
     pq = pytest.importorskip("pyarrow.parquet")
