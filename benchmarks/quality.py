@@ -40,8 +40,8 @@ from tqdm import tqdm
 
 import lrpc
 from lrpc.baselines import CAM_METHODS, explain_baseline
-from lrpc.data import (GROUNDTRUTH_ARCHITECTURES, GROUNDTRUTH_IMAGE_SIZE, ImageFolderDataset, balanced_sample, groundtruth_model, normalize,
-                       split_scenes)
+from lrpc.data import (GROUNDTRUTH_ARCHITECTURES, GROUNDTRUTH_TASKS, ImageFolderDataset, balanced_sample,
+                       groundtruth_model, groundtruth_scenes, normalize)
 from lrpc.metrics import (insertion_deletion, pointing_game, relevance_mass_accuracy, relevance_rank_accuracy,
                           resolve_protocol)
 from lrpc.models import load_weights
@@ -56,15 +56,24 @@ class Method:
     explain: Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def lrpc_method(preset: str, quantize: int | None = None, **options: float) -> Method:
-    label = (f"lrpc {preset}" + (f" + HQ{quantize}" if quantize else "")
+def lrpc_method(preset: str, quantize: int | None = None, sign: str = "signed", smooth=None,
+                **options: float) -> Method:
+    label = (f"lrpc {preset}" + view_label(sign, smooth) + (f" + HQ{quantize}" if quantize else "")
              + "".join(f" {name.removesuffix('_gamma')} γ={value}" for name, value in options.items()))
 
     def explain(model, images, targets, masks):
         explainer = lrpc.compile(model, rules=lrpc.preset(preset, **options), example_input=images[:1])
         return torch.cat([explainer(images[i:i + EXPLAIN_BATCH], target=targets[i:i + EXPLAIN_BATCH])
-                          .heatmap(quantize=quantize) for i in range(0, len(images), EXPLAIN_BATCH)])
+                          .heatmap(quantize=quantize, sign=sign, smooth=smooth)
+                          for i in range(0, len(images), EXPLAIN_BATCH)])
     return Method(label, explain)
+
+
+def view_label(sign: str, smooth) -> str:
+    """'' for the raw map, else e.g. ' · absolute σ=auto' (names of the views in the tables)."""
+    parts = (([] if sign == "signed" else [sign])
+             + ([] if smooth is None else [f"σ={smooth}"]))
+    return " · " + " ".join(parts) if parts else ""
 
 
 def baseline_method(name: str) -> Method:
@@ -92,6 +101,32 @@ METHODS = {  # rows per shipped ground-truth architecture
                                             "input_x_gradient", "random", "sobel", "oracle")]),
 }
 
+# The views table (--views): the sign views with and without the stem blur per preset family, blur widths
+# around "auto", and the baselines each family is compared with; most telling rows first (results are written
+# after every row).
+VIEW_METHODS = {
+    "resnet": ([baseline_method("gradcam")]
+               + [lrpc_method(p, smooth=smooth) for p in ("otsuki2024", "epsilon-plus", "default")
+                  for smooth in (None, "auto")]
+               + [lrpc_method(p, sign=sign, smooth=smooth) for sign, smooth in
+                  (("absolute", "auto"), ("positive", "auto"), ("absolute", None))
+                  for p in ("otsuki2024", "epsilon-plus")]
+               + [lrpc_method(p, smooth=sigma) for sigma in (4.0, 1.5) for p in ("otsuki2024", "epsilon-plus")]),
+    "vit": ([baseline_method("attention_rollout")]
+            + [lrpc_method("attnlrp", sign=sign, smooth=smooth) for sign, smooth in
+               (("signed", None), ("absolute", None), ("signed", "auto"), ("absolute", "auto"))]
+            + [lrpc_method("default", sign=sign, smooth=smooth) for sign, smooth in
+               (("signed", None), ("signed", "auto"), ("absolute", None))]
+            + [lrpc_method("cp-lrp", sign=sign, smooth=smooth) for sign, smooth in
+               (("signed", None), ("absolute", None), ("absolute", "auto"))]
+            + [lrpc_method("attnlrp", sign="positive", smooth="auto"), baseline_method("chefer2021")]),
+}
+# The texture task's residual CNN gets the ResNet's rows.
+METHODS["texture-resnet"] = METHODS["resnet"]
+VIEW_METHODS["texture-resnet"] = VIEW_METHODS["resnet"]
+# The views table scores the two protocols the recommendation rests on: fair, black and counterfactual canvas.
+VIEW_PROTOCOLS = ("fair", "fair-counterfactual")
+
 PROTOCOLS = {
     "otsuki2024": resolve_protocol("otsuki2024"),
     "fair": resolve_protocol("fair"),
@@ -108,11 +143,12 @@ COLUMNS = [  # (header, metric key)
 ]
 
 
-def score(model, images, labels, targets, maps, counterfactuals=None, masks=None) -> dict:
+def score(model, images, labels, targets, maps, counterfactuals=None, masks=None, only=tuple(PROTOCOLS)) -> dict:
     n = len(images)
     per_image: dict[str, list[torch.Tensor]] = {}
     evaluated: dict[str, list[torch.Tensor]] = {}
-    protocols = {name: p for name, p in PROTOCOLS.items() if counterfactuals is not None or "counterfactual" not in name}
+    protocols = {name: p for name, p in PROTOCOLS.items()
+                 if name in only and (counterfactuals is not None or "counterfactual" not in name)}
     for protocol_name, protocol in protocols.items():
         for start in range(0, n, SCORE_BATCH):
             part = slice(start, start + SCORE_BATCH)
@@ -180,10 +216,11 @@ class Benchmark:
 
 
 def groundtruth_benchmark(n: int, arch: str) -> Benchmark:
-    scenes = split_scenes("test", n, GROUNDTRUTH_IMAGE_SIZE)
+    scenes = groundtruth_scenes(arch, "test", n)
     return Benchmark(groundtruth_model(arch), normalize(scenes.images), torch.from_numpy(scenes.labels),
                      normalize(scenes.counterfactuals), torch.from_numpy(scenes.masks),
-                     f"{n} scenes of the procedural test split, lrpc.data.groundtruth_model({arch!r})")
+                     f"{n} scenes of the {GROUNDTRUTH_TASKS[arch]} task's test split, "
+                     f"lrpc.data.groundtruth_model({arch!r})")
 
 
 def folder_benchmark(root: Path, arch: str, weights: Path, per_class: int, seed: int) -> Benchmark:
@@ -210,6 +247,8 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, help="with --folder: torchvision-style checkpoint")
     parser.add_argument("--per-class", type=int, default=1, help="with --folder: images per class (CUB: 5)")
     parser.add_argument("--seed", type=int, default=42, help="with --folder: sampling seed")
+    parser.add_argument("--views", action="store_true",
+                        help="the views table (preset x sign x smoothing) instead of the methods table")
     parser.add_argument("--methods", help="comma-separated rows to run (default: all), e.g. 'lrpc otsuki2024,gradcam'")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, help="also write method -> metric -> value here")
@@ -237,7 +276,8 @@ def main() -> None:
     scoring_model = fuse(model)
 
     results: dict[str, dict[str, float]] = {}
-    methods = [m for m in METHODS["resnet" if args.folder else args.model] if masks is not None or m.name != "oracle"]
+    table = VIEW_METHODS if args.views else METHODS
+    methods = [m for m in table["resnet" if args.folder else args.model] if masks is not None or m.name != "oracle"]
     if args.methods:
         wanted = [name.strip() for name in args.methods.split(",")]
         unknown = sorted(set(wanted) - {m.name for m in methods})
@@ -248,20 +288,25 @@ def main() -> None:
         t0 = time.perf_counter()
         maps = method.explain(model, images, predicted.to(device), masks).detach().float()
         t1 = time.perf_counter()
-        results[method.name] = score(scoring_model, images, labels, predicted, maps, counterfactuals, masks)
+        results[method.name] = score(scoring_model, images, labels, predicted, maps, counterfactuals, masks,
+                                     only=VIEW_PROTOCOLS if args.views else tuple(PROTOCOLS))
         results[method.name]["explain_seconds"] = t1 - t0
         results[method.name]["score_seconds"] = time.perf_counter() - t1
+        if args.json:   # after every row: a long run interrupted keeps what it measured
+            write_json(args.json, bench, labels, predicted, results, masks is not None)
 
     n_correct = int((predicted == labels).sum())
     description = f"{bench.source}; {n_correct} of {len(labels)} classified correctly."
     print(markdown(results, description))
     print(f"total {time.perf_counter() - started:.0f} s with {args.threads} threads on {device}", file=sys.stderr)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        protocols = {name: p.as_dict() for name, p in PROTOCOLS.items() if masks is not None or "counterfactual" not in name}
-        payload = {"source": bench.source, "images": len(labels), "correct": n_correct, "protocols": protocols,
-                   "methods": results}
-        args.json.write_text(json.dumps(payload, indent=2))
+
+
+def write_json(path: Path, bench: Benchmark, labels, predicted, results: dict, with_masks: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    protocols = {name: p.as_dict() for name, p in PROTOCOLS.items() if with_masks or "counterfactual" not in name}
+    payload = {"source": bench.source, "images": len(labels), "correct": int((predicted == labels).sum()),
+               "protocols": protocols, "methods": results}
+    path.write_text(json.dumps(payload, indent=2))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from torch import nn
 from .captum import LRPC
 from .errors import LrpcError
 from .presets import Rules
+from .views import heatmap_view
 
 __all__ = ["CACHE_SIZE", "clear_cache", "explain_func"]
 
@@ -33,26 +34,33 @@ _adapters: OrderedDict[tuple, LRPC] = OrderedDict()
 
 
 def explain_func(model: nn.Module, inputs, targets, *, rules: Rules | str = "default", start: str | None = None,
-                 channels: str = "sum", device: str | torch.device | None = None, **unknown) -> np.ndarray:
+                 channels: str = "sum", sign: str = "signed", smooth=None, quantize: int | None = None,
+                 device: str | torch.device | None = None, **unknown) -> np.ndarray:
     """Input relevance of ``targets`` for ``inputs`` [B, C, H, W], as float32 numpy.
 
     ``channels="sum"``: the relevance summed over channels, [B, 1, H, W] (the heatmap, as Quantus's own
-    ``explain`` reduces channels); ``"keep"``: per channel, [B, C, H, W]. ``rules`` / ``start`` as in
-    ``lrpc.compile``. ``device``: where the inputs go (Quantus passes the metric's device); the model stays where
-    it is.
+    ``explain`` reduces channels), read through ``sign`` / ``smooth`` / ``quantize`` exactly as
+    ``Explanation.heatmap`` reads it (``smooth="auto"``: the compiled model's stem σ); ``"keep"``: the raw
+    relevance per channel, [B, C, H, W]. ``rules`` / ``start`` as in ``lrpc.compile``. ``device``: where the
+    inputs go (Quantus passes the metric's device); the model stays where it is.
     """
     if unknown:
         raise LrpcError(f"lrpc's explain_func got unknown arguments {sorted(unknown)}; it takes rules=, start=, "
-                        f"channels= and device=")
+                        f"channels=, sign=, smooth=, quantize= and device=")
     if channels not in ("sum", "keep"):
         raise LrpcError(f"channels must be 'sum' or 'keep', got {channels!r}")
+    view = {"sign": sign, "smooth": smooth, "quantize": quantize}
+    if channels == "keep" and view != {"sign": "signed", "smooth": None, "quantize": None}:
+        raise LrpcError("sign=, smooth= and quantize= read the channel-summed heatmap: use them with channels='sum'")
     x = torch.as_tensor(inputs, device=device)
     if not x.is_floating_point():
         raise LrpcError(f"inputs must be floating point, got {x.dtype}")
     target = None if targets is None else torch.as_tensor(targets, device=x.device).long().reshape(-1)
-    relevance = _adapter(model, rules, start).attribute(x, target=target)
+    adapter = _adapter(model, rules, start)
+    relevance = adapter.attribute(x, target=target)
     if channels == "sum":
-        relevance = relevance.sum(1, keepdim=True)
+        relevance = heatmap_view(relevance.sum(1), **view,
+                                 auto=lambda: adapter.explainer(x).smoothing_sigma).unsqueeze(1)
     return relevance.detach().cpu().numpy().astype(np.float32, copy=False)
 
 

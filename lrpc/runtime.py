@@ -16,9 +16,9 @@ from .annotate import NodePlan
 from .errors import LrpcError
 from .fingerprint import Fingerprint, training_modules
 from .presets import Rules
-from .quantize import heat_quantize
 from .relevance_pass import Pairing
 from .tokens import TokenInput, check_positions, check_tokens, last_real_position
+from .views import heatmap_view, stem_sigma
 
 
 @dataclass
@@ -69,16 +69,19 @@ class Explanation:
     def node_sums(self) -> dict[str, torch.Tensor]:
         return {name: self.node_sum_matrix[:, k] for k, name in enumerate(self.layer_names)}
 
-    def heatmap(self, quantize: int | None = None) -> torch.Tensor:
-        """Channel sum of the input relevance: [B, H, W] for images, [B, T] for waveforms, [B, C, T] kept per
-        channel for multichannel signals, [B, T, H, W] for videos, [B, D, H, W] for volumes
-        (``lrpc.modalities``); for a token model, the relevance of each token [B, T] (the sum over the
-        embedding's D). ``quantize=8`` applies Heat Quantization with Q = 8."""
+    def heatmap(self, quantize: int | None = None, sign: str = "signed", smooth=None) -> torch.Tensor:
+        """The input relevance summed over its channels, read as a view (``lrpc.views``; docs/views.md).
+
+        The sum: [B, H, W] for images, [B, T] for waveforms, [B, C, T] kept per channel for multichannel signals,
+        [B, T, H, W] for videos, [B, D, H, W] for volumes (``lrpc.modalities``); for a token model, the relevance
+        of each token [B, T] (the sum over the embedding's D). Then, in this order: ``sign`` ("signed": R,
+        "positive": max(R, 0), "absolute": |R|), ``smooth`` (a Gaussian blur: σ in pixels, or "auto":
+        ``explainer.smoothing_sigma``, from the model's stem), ``quantize=8``: Heat Quantization with Q = 8.
+        The defaults return the raw map; ``exp.relevance`` is never changed."""
         heat = (self.relevance.sum(-1) if self.explainer.tokens is not None
                 else modalities.heatmap(self.relevance, self.explainer.channel_axis))
-        if quantize is None:
-            return heat
-        return heat_quantize(heat.reshape(heat.shape[0], 1, -1), quantize).view_as(heat)   # per sample, any rank
+        return heatmap_view(heat, sign=sign, smooth=smooth, quantize=quantize,
+                            auto=lambda: self.explainer.smoothing_sigma)
 
     def conservation_error(self) -> torch.Tensor:
         """Per sample: the largest |layer sum − start| relative to |start|."""
@@ -113,6 +116,7 @@ class Build:
     positions_run: Callable | None = None  # built on the first explain_positions call
     fingerprint: Fingerprint | None = None  # of the model at compile time (None: not following a model)
     tokens: TokenInput | None = None       # a token model: what its calls must pass (else an image-like input)
+    smoothing_sigma: tuple[float, ...] | None = None   # computed on first use (lrpc.views.stem_sigma)
 
     def __post_init__(self):
         self.run = self.run or self.module
@@ -244,6 +248,15 @@ class Explainer:
             build.run = self._compiled(build.module)
             self._build = build
             self.rebuilds += 1
+
+    @property
+    def smoothing_sigma(self) -> tuple[float, ...]:
+        """σ per spatial dimension that ``heatmap(smooth="auto")`` blurs with: the standard deviation of the
+        receptive field of the model's stem (``lrpc.views.stem_sigma``); () where the stem has no window."""
+        build = self._build
+        if build.smoothing_sigma is None:
+            build.smoothing_sigma = stem_sigma(build.plans)
+        return build.smoothing_sigma
 
     @property
     def code(self) -> str:

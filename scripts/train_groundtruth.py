@@ -1,7 +1,8 @@
-"""Train a ground-truth shapes classifier shipped as lrpc/assets/groundtruth_<arch>.pth.
+"""Train a ground-truth classifier shipped as lrpc/assets/groundtruth_<arch>.pth.
 
-    python scripts/train_groundtruth.py                 # the ResNet: 10-13 min on one CPU thread
-    python scripts/train_groundtruth.py --arch vit      # the ViT: longer schedule, see VIT_SCHEDULE
+    python scripts/train_groundtruth.py                         # the shapes ResNet: 10-13 min on one CPU thread
+    python scripts/train_groundtruth.py --arch vit              # the shapes ViT: longer schedule
+    python scripts/train_groundtruth.py --arch texture-resnet   # the texture task's residual CNN: ~20 min
 
 Every epoch draws fresh scenes (seed = the train split's base seed + epoch), so the network never sees an
 image twice and the fixed val/test splits stay unseen. Seeds, data and schedule are fixed: rerunning
@@ -16,18 +17,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lrpc.data import (GROUNDTRUTH_ARCHITECTURES, GROUNDTRUTH_CHECKPOINTS, GROUNDTRUTH_IMAGE_SIZE, SPLIT_SEEDS,
-                       groundtruth_architecture, normalize, render_scenes, split_scenes)
+from lrpc.data import GROUNDTRUTH_ARCHITECTURES, GROUNDTRUTH_CHECKPOINTS, groundtruth_architecture, groundtruth_scenes, normalize
 
 # Schedules that reach >= 95 % test accuracy; a ViT trained from scratch needs more images and a warmer start.
 SCHEDULES = {
-    "resnet": {"epochs": 16, "lr": 3e-3, "pct_start": 0.15},
-    "vit": {"epochs": 30, "lr": 1e-3, "pct_start": 0.1},
+    "resnet": {"epochs": 16, "lr": 3e-3, "pct_start": 0.15, "images_per_epoch": 16384},
+    "vit": {"epochs": 30, "lr": 1e-3, "pct_start": 0.1, "images_per_epoch": 16384},
+    # the texture renderer is slower: fewer fresh scenes per epoch keep the run near 20 min
+    "texture-resnet": {"epochs": 12, "lr": 3e-3, "pct_start": 0.15, "images_per_epoch": 8192},
 }
 
 
-def accuracy(model: torch.nn.Module, split: str, n: int, batch_size: int = 500) -> float:
-    scenes = split_scenes(split, n, GROUNDTRUTH_IMAGE_SIZE)
+def accuracy(model: torch.nn.Module, arch: str, split: str, n: int, batch_size: int = 500) -> float:
+    scenes = groundtruth_scenes(arch, split, n)
     model.eval()
     correct = 0
     with torch.inference_mode():
@@ -41,7 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", choices=GROUNDTRUTH_ARCHITECTURES, default="resnet")
     parser.add_argument("--epochs", type=int, help="default: the architecture's schedule")
-    parser.add_argument("--images-per-epoch", type=int, default=16384)
+    parser.add_argument("--images-per-epoch", type=int, help="default: the architecture's schedule")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, help="peak learning rate; default: the architecture's schedule")
     parser.add_argument("--threads", type=int, default=1)
@@ -51,6 +53,7 @@ def main() -> None:
     schedule_defaults = SCHEDULES[args.arch]
     args.epochs = args.epochs or schedule_defaults["epochs"]
     args.lr = args.lr or schedule_defaults["lr"]
+    args.images_per_epoch = args.images_per_epoch or schedule_defaults["images_per_epoch"]
     args.out = args.out or GROUNDTRUTH_CHECKPOINTS[args.arch]
 
     torch.set_num_threads(args.threads)
@@ -63,7 +66,7 @@ def main() -> None:
                                                    pct_start=schedule_defaults["pct_start"])
     started = time.perf_counter()
     for epoch in range(args.epochs):
-        scenes = render_scenes(args.images_per_epoch, SPLIT_SEEDS["train"] + epoch, GROUNDTRUTH_IMAGE_SIZE)
+        scenes = groundtruth_scenes(args.arch, "train", args.images_per_epoch, epoch)
         inputs, labels = normalize(scenes.images), torch.from_numpy(scenes.labels)
         model.train()
         total_loss = 0.0
@@ -76,10 +79,10 @@ def main() -> None:
             schedule.step()
             total_loss += loss.item()
         print(f"epoch {epoch + 1:2d}/{args.epochs}  loss {total_loss / steps_per_epoch:.4f}  "
-              f"val acc {accuracy(model, 'val', 1000):.4f}  {time.perf_counter() - started:.0f}s", flush=True)
+              f"val acc {accuracy(model, args.arch, 'val', 1000):.4f}  {time.perf_counter() - started:.0f}s", flush=True)
 
     model.eval()
-    test_accuracy = accuracy(model, "test", 2000)
+    test_accuracy = accuracy(model, args.arch, "test", 2000)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.out)
     print(f"test accuracy {test_accuracy:.4f} on 2000 scenes; training took {time.perf_counter() - started:.0f}s; "

@@ -1,4 +1,5 @@
-"""The shipped ground-truth checkpoints (ResNet and ViT): safe to load, small, and accurate on the fixed test split."""
+"""The shipped ground-truth checkpoints (the shapes ResNet and ViT, the texture task's residual CNN): safe to load,
+small, and accurate on the fixed test split of their task."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 import torchvision
 from torchvision.models.resnet import Bottleneck
 
-from lrpc.data import GROUNDTRUTH_ARCHITECTURES, GROUNDTRUTH_CHECKPOINTS, groundtruth_model, normalize, split_scenes
+from lrpc.data import GROUNDTRUTH_ARCHITECTURES, GROUNDTRUTH_CHECKPOINTS, groundtruth_model, groundtruth_scenes, normalize
 from lrpc.errors import LrpcError
 
 
@@ -31,14 +32,18 @@ def test_vit_is_torchvisions_class_with_multihead_attention():
     assert sum(isinstance(m, torch.nn.MultiheadAttention) for m in model.modules()) == 4
 
 
+# what each checkpoint reached on 2000 test scenes, less a margin (scripts/train_groundtruth.py prints it)
+MIN_ACCURACY = {"resnet": 0.95, "vit": 0.95, "texture-resnet": 0.90}
+
+
 @pytest.mark.parametrize("arch", GROUNDTRUTH_ARCHITECTURES)
-def test_accuracy_on_the_fixed_test_split_is_at_least_95_percent(arch):
-    scenes = split_scenes("test", 2000)
+def test_accuracy_on_the_fixed_test_split_of_its_task(arch):
+    scenes = groundtruth_scenes(arch, "test", 2000)
     model = groundtruth_model(arch)
     with torch.inference_mode():
         predicted = torch.cat([model(normalize(scenes.images[i:i + 500])).argmax(1) for i in range(0, 2000, 500)])
     accuracy = (predicted.numpy() == scenes.labels).mean()
-    assert accuracy >= 0.95, f"{arch} test accuracy {accuracy:.4f}"
+    assert accuracy >= MIN_ACCURACY[arch], f"{arch} test accuracy {accuracy:.4f}"
 
 
 def test_unknown_architecture_is_named():

@@ -26,6 +26,7 @@ from ..data.normalization import IMAGENET_MEAN, IMAGENET_STD, denormalize
 from ..errors import LrpcError
 from ..imagenet_classes import IMAGENET_CLASSES, imagenet_class_index
 from ..presets import PRESETS, START_MODES, preset
+from ..views import SIGNS
 from . import LoadedModel, add_model_arguments, explain_samples, load_model, open_image, prepare_output_dir
 
 NORMALIZATIONS = ("model", "imagenet", "none")
@@ -47,8 +48,7 @@ def register(subparsers) -> None:
                         "single-score model ([B] or [B, 1] output) takes score or sigmoid")
     parser.add_argument("--target", default="pred", metavar="CLASS|pred",
                         help="class to explain: 'pred' (the predicted class, default), an index, or a class name")
-    parser.add_argument("--quantize", type=int, metavar="Q",
-                        help="show Heat-Quantized maps with Q levels in the PNGs (the .npy stays raw)")
+    add_view_arguments(parser, "in the PNGs (the .npy stays the raw relevance)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N")
     parser.add_argument("--device", default="cpu", help="where the model runs: cpu (default), cuda, cuda:1, ...")
     parser.add_argument("--input-size", type=int, metavar="S",
@@ -70,6 +70,31 @@ def register(subparsers) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory (created)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-image lines")
     parser.set_defaults(func=run)
+
+
+def add_view_arguments(parser, where: str) -> None:
+    """--sign, --smooth and --quantize: how the map is read (``Explanation.heatmap``; docs/views.md)."""
+    parser.add_argument("--sign", choices=SIGNS, default="signed",
+                        help=f"which part of the map to show {where}: signed R (default), positive max(R, 0) or "
+                             "absolute |R|")
+    parser.add_argument("--smooth", type=smooth_argument, metavar="SIGMA|auto",
+                        help=f"Gaussian blur of the map {where}: sigma in pixels, or 'auto' (from the model's "
+                             "stem); default none")
+    parser.add_argument("--quantize", type=int, metavar="Q",
+                        help=f"Heat Quantization with Q levels {where}, after sign and blur")
+
+
+def smooth_argument(text: str) -> float | str:
+    """``--smooth``: 'auto' or a non-negative number of pixels."""
+    if text == "auto":
+        return text
+    try:
+        sigma = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a sigma in pixels or 'auto', got {text!r}") from None
+    if not sigma >= 0 or sigma == float("inf"):
+        raise argparse.ArgumentTypeError(f"sigma must be a finite number >= 0, got {text!r}")
+    return sigma
 
 
 def collect_images(inputs: Sequence[str]) -> list[Path]:
@@ -205,14 +230,14 @@ def run(args: argparse.Namespace) -> int:
     settings = {"model": args.model, "weights": args.weights, "rules": args.rules, "start": rules.start,
                 "input_size": size,
                 "resize": resize, "normalization": {"mean": list(mean), "std": list(std)},
-                "quantize": args.quantize}
+                "sign": args.sign, "smooth": args.smooth, "quantize": args.quantize}
     for batch in _progress(batches, args.quiet):
         x = torch.stack([preprocess_image(open_image(images[i]), resize, size, mean, std) for i in batch])
         exp = explainer(x.to(device), target)
         scores = exp.logits.float().reshape(len(batch), -1)
         # a single score's probability is its sigmoid: a binary classifier's positive class
         probabilities = (scores.softmax(1) if scores.shape[1] > 1 else scores.sigmoid()).cpu()
-        heat = exp.heatmap(quantize=args.quantize).cpu()
+        heat = exp.heatmap(quantize=args.quantize, sign=args.sign, smooth=args.smooth).cpu()
         errors = exp.conservation_error().cpu()
         absorbed = {name: value.cpu() for name, value in exp.absorbed.items()}
         relevance, start, targets = exp.relevance.float().cpu(), exp.start.cpu(), exp.target.cpu()

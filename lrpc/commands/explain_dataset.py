@@ -14,7 +14,7 @@ from ..dataset.store import DTYPES
 from ..metrics.perturbation import PROTOCOLS
 from ..presets import PRESETS
 from . import add_model_arguments
-from .explain import NORMALIZATIONS
+from .explain import NORMALIZATIONS, add_view_arguments
 
 
 def register(subparsers) -> None:
@@ -34,6 +34,7 @@ def register(subparsers) -> None:
                         help="images per unit: one batch, one zarr chunk, one resumable step (default 32)")
     parser.add_argument("--relevance", action="store_true",
                         help="also store the input relevance [N, C, H, W] (the heatmap is its channel sum)")
+    add_view_arguments(parser, "stored (and scored by --metrics)")
     parser.add_argument("--dtype", choices=DTYPES, default="float32",
                         help="stored map precision; float16 stores each map divided by its max |value|, with "
                              "the scale in <array>_scale")
@@ -68,7 +69,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     summary = explain_dataset(
         args.root, args.output, model=args.model, weights=args.weights, rules=args.rules, target=args.target,
-        unit=args.unit, relevance=args.relevance, metrics=args.metrics, protocol=args.protocol, dtype=args.dtype,
+        unit=args.unit, relevance=args.relevance, sign=args.sign, smooth=args.smooth, quantize=args.quantize,
+        metrics=args.metrics, protocol=args.protocol, dtype=args.dtype,
         compile=args.compile, input_size=args.input_size, resize=args.resize, normalize=args.normalize,
         device=args.device, overwrite=args.overwrite, progress=not args.quiet, loader_threads=args.loader_threads,
         concepts=args.concepts, top=args.top)

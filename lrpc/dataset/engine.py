@@ -31,6 +31,7 @@ from ..debug.accounting import absorber
 from ..errors import LrpcError
 from ..metrics.perturbation import PROTOCOLS, insertion_deletion, resolve_protocol
 from ..presets import PRESETS
+from ..views import heatmap_view
 from .concepts import ConceptLayer, concept_layers, rank_references, unit_statistics
 from .distributed import join_ranks, pick_device
 from .job import JobFolder
@@ -61,7 +62,8 @@ class _Plan:
 
 def explain_dataset(root: str | os.PathLike, output: str | os.PathLike, *, model: str | nn.Module,
                     weights: str | os.PathLike | None = None, rules: str = "default", target: str | int = "pred",
-                    unit: int = 32, relevance: bool = False, metrics: Sequence[str] = (), protocol: str = "fair",
+                    unit: int = 32, relevance: bool = False, sign: str = "signed", smooth=None,
+                    quantize: int | None = None, metrics: Sequence[str] = (), protocol: str = "fair",
                     dtype: str = "float32", compile: bool = False, input_size: int | None = None,
                     resize: int | None = None, normalize: str = "model", device: str | None = None,
                     overwrite: bool = False, progress: bool = True, loader_threads: int = 4,
@@ -72,7 +74,9 @@ def explain_dataset(root: str | os.PathLike, output: str | os.PathLike, *, model
     it (``"groundtruth"``, ``"resnet50"``, ``"pkg.module:factory"``, …) or an ``nn.Module``; ``weights`` a
     state_dict file. ``target``: ``"pred"``, ``"label"`` (the folder's class) or a class index. ``unit``
     images form one batch, one zarr chunk and one resumable step. ``relevance`` also stores the
-    ``[C, H, W]`` input relevance; ``dtype="float16"`` stores maps scaled per map. ``metrics`` ⊆
+    ``[C, H, W]`` input relevance. ``sign`` / ``smooth`` / ``quantize``: the view stored as the heatmap (and
+    scored by the metrics), as in ``Explanation.heatmap``; the relevance stays raw. ``dtype="float16"`` stores
+    maps scaled per map. ``metrics`` ⊆
     ``("insertion", "deletion", "id")`` under ``protocol`` (a name of ``lrpc.metrics.PROTOCOLS``).
     ``compile`` runs the explainer through ``torch.compile``. Run the same call under ``torchrun`` and every
     rank does its share; run it again after an interruption and only the missing units are explained.
@@ -83,6 +87,8 @@ def explain_dataset(root: str | os.PathLike, output: str | os.PathLike, *, model
     metrics = _check_settings(rules, target, unit, metrics, protocol, dtype, input_size, resize, normalize,
                               loader_threads)
     concepts = _check_concepts(concepts, top)
+    view = {"sign": sign, "smooth": smooth, "quantize": quantize}
+    heatmap_view(torch.zeros(1, 1, 1), **view)   # refuses a bad view before any work
     start_time = time.perf_counter()
     with join_ranks() as ranks:
         loaded = _load(model, weights)
@@ -94,7 +100,7 @@ def explain_dataset(root: str | os.PathLike, output: str | os.PathLike, *, model
         job = JobFolder(output)
         model_digest = _state_digest(loaded.model)
         config = {"model": loaded.spec, "model_sha256": model_digest, "rules": rules, "target": str(target),
-                  "unit": unit, "relevance": relevance, "dtype": dtype, "metrics": list(metrics),
+                  "unit": unit, "relevance": relevance, **view, "dtype": dtype, "metrics": list(metrics),
                   "protocol": protocol if metrics else None, "input_size": size, "resize": resize,
                   "mean": list(mean), "std": list(std)}
         if concepts:   # only then, so jobs made without concepts keep their identity
@@ -282,6 +288,7 @@ class _UnitExplainer:
         self.layers = layers
         self.explainer, self.model, self.work, self.rank, self.device = explainer, model, plan.work, rank, device
         self.unit, self.target, self.relevance = config["unit"], config["target"], config["relevance"]
+        self.view = {name: config[name] for name in ("sign", "smooth", "quantize")}
         self.mean, self.std, self.size = config["mean"], config["std"], config["input_size"]
         self.metrics = config["metrics"]
         self.protocol = resolve_protocol(config["protocol"]) if self.metrics else None
@@ -331,7 +338,7 @@ class _UnitExplainer:
         else:
             target = int(self.target)
         exp = self.explainer(x, target)
-        heat = exp.heatmap().float()
+        heat = exp.heatmap(**self.view).float()
         heatmap[good] = heat.cpu().numpy()
         if relevance is not None:
             relevance[good] = exp.relevance.float().cpu().numpy()

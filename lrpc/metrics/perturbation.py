@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.normalization import IMAGENET_MEAN, IMAGENET_STD, normalize
+from ..errors import LrpcError
+from ..views import heatmap_view
 
 __all__ = ["CANVASES", "PROTOCOLS", "SCORES", "TIE_MODES", "InsertionDeletionResult", "Protocol",
            "insertion_deletion", "normalised_trapezoid", "resolve_protocol"]
@@ -224,6 +226,7 @@ def insertion_deletion(model: nn.Module, images: torch.Tensor, maps: torch.Tenso
                        counterfactuals: torch.Tensor | None = None,
                        mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                        sample_ids: torch.Tensor | Sequence[int] | None = None,
+                       sign: str = "signed", smooth: float | Sequence[float] | None = None,
                        batch_size: int = 256, **overrides) -> InsertionDeletionResult:
     """Insertion/Deletion curves of ``maps`` [B, H, W] for model inputs ``images`` [B, C, H, W].
 
@@ -233,12 +236,15 @@ def insertion_deletion(model: nn.Module, images: torch.Tensor, maps: torch.Tenso
     Any :class:`Protocol` field can be overridden by keyword, e.g. ``ties="random"``. Random tie-breaks are
     seeded by (tie seed, sample id): give ``sample_ids`` [B] (non-negative ints, e.g. dataset indices) and an
     image's curves do not depend on which other images share the call or in what order; without them the id
-    is the image's position in this call.
+    is the image's position in this call. ``sign`` / ``smooth`` rank a view of the maps (``lrpc.views``, read in
+    the order of ``Explanation.heatmap``): e.g. ``sign="absolute"`` ranks by |R|; ``smooth`` takes σ in pixels
+    (for ``"auto"``, which needs the model's graph, pass ``exp.heatmap(smooth="auto")`` as the maps).
     """
     protocol = resolve_protocol(protocol, **overrides)
     if model.training:
         raise ValueError("model is in training mode (batch-norm statistics would change per frame); call model.eval()")
     images, maps = _check_images_and_maps(images, maps)
+    maps = heatmap_view(maps, sign=sign, smooth=smooth, auto=_auto_needs_an_explainer)
     n_images, _, height, width = images.shape
     n_pixels = height * width
     labels = _class_tensor(labels, n_images, "labels")
@@ -292,6 +298,10 @@ def insertion_deletion(model: nn.Module, images: torch.Tensor, maps: torch.Tenso
                                    frame_fractions=counts.double() / n_pixels, evaluated=evaluated,
                                    scored_class=scored_class, curves=curves, pixels_moved=pixels_moved,
                                    tied_at_min_fraction=tied_at_min)
+
+
+def _auto_needs_an_explainer():
+    raise LrpcError("smooth='auto' derives σ from the compiled model: pass exp.heatmap(smooth='auto') as maps")
 
 
 def _check_images_and_maps(images: torch.Tensor, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
