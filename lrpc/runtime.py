@@ -13,6 +13,7 @@ from torch import nn
 
 from . import kernels, modalities
 from .annotate import NodePlan
+from .compile_cache import use_cache_dir
 from .errors import LrpcError
 from .fingerprint import Fingerprint, training_modules
 from .presets import Rules
@@ -297,7 +298,11 @@ class Explainer:
 
         Rule sets with the z⁺ fallback (the ``default`` preset) keep their eager code, and a warning says so:
         eager code runs the fallback's extra convolutions only where an output has no positive evidence, one
-        compiled graph (no data-dependent branch) would run them always — twice the eager cost on ResNet-50."""
+        compiled graph (no data-dependent branch) would run them always — twice the eager cost on ResNet-50.
+
+        The compiled code is cached on disk (``TORCHINDUCTOR_CACHE_DIR``, else ``~/.cache/lrpc/torch-compile``),
+        so another process compiling the same model and rules starts warm: ``lrpc.compile_cache``."""
+        use_cache_dir()
         fallback = sorted(name for name, plan in self.plans.items() if getattr(plan.rule, "fallback", False))
         if fallback:
             warnings.warn(f"explainer.compile(): {len(fallback)} layers (e.g. {fallback[0]!r}) use the z+ fallback, "

@@ -120,6 +120,8 @@ def explain_dataset(root: str | os.PathLike, output: str | os.PathLike, *, model
         if compile:
             explainer = explainer.compile()
         explain_unit = _UnitExplainer(explainer, model_on_device, plan, ranks.rank, device, layers)
+        if compile:
+            _compile_in_turn(explain_unit, ranks)
         bar = JobProgress(job.parts, len(plan.work), unit, enabled=progress and ranks.is_main)
         started = time.perf_counter()
         try:
@@ -279,6 +281,19 @@ def _fault_after(rank: int) -> int | None:
     return int(units) if rank_part in ("", str(rank)) else None
 
 
+def _compile_in_turn(explain_unit: "_UnitExplainer", ranks) -> None:
+    """torch.compile compiles at the first call: ranks sharing a machine would all compile the same graph cold at
+    once, each for minutes on the shared cores. Each machine's first rank (LOCAL_RANK 0) compiles first and fills
+    the on-disk cache (``lrpc.compile_cache``) while the others wait at a barrier; they then compile from it."""
+    if ranks.world_size == 1:
+        return
+    if ranks.local_rank == 0:
+        explain_unit.warm_up()
+    ranks.barrier()
+    if ranks.local_rank != 0:
+        explain_unit.warm_up()
+
+
 class _UnitExplainer:
     """One unit in: its maps (NaN rows for images that failed) and its table rows out."""
 
@@ -307,6 +322,13 @@ class _UnitExplainer:
         if self.target == "label" and max(plan.work.labels) >= explainer.num_classes:
             raise LrpcError(f"class folders give labels up to {max(plan.work.labels)}, but the model has "
                             f"{explainer.num_classes} classes")
+
+    def warm_up(self) -> None:
+        """One call on a full unit of zeros with the target kind real units use: what torch.compile specialises
+        on (shapes, a target tensor or None), so that the units that follow reuse that compiled code."""
+        x = torch.zeros(self.unit, CHANNELS, self.size, self.size, device=self.device)
+        target = None if self.target == "pred" else torch.zeros(self.unit, dtype=torch.long, device=self.device)
+        self.explainer(x, target)
 
     def __call__(self, unit_id: int, images: list, commit) -> UnitMaps:
         began = time.perf_counter()
