@@ -115,8 +115,11 @@ def _field(plan, fields: dict):
         return _union(name, [_broadcast(name, i, f, out) for i, f in known])
     (source, field), = known
     if info.kind == "maxpool":
-        kernel, stride, padding, dilation, _ = info.args
-        return tuple(a.through(*geometry) for a, geometry in zip(field, zip(kernel, stride, padding, dilation)))
+        window = info.extra["window"]
+        if "output_size" in window:
+            return _adaptive(name, field, shape(source)[2:], window["output_size"])
+        return tuple(a.through(*geometry) for a, geometry in
+                     zip(field, zip(window["kernel"], window["stride"], window["padding"], window["dilation"])))
     if info.kind == "pad":
         return _padded(name, field, info.args)
     if info.kind == "linear":
@@ -134,17 +137,11 @@ def _linear(plan, source, field):
         stride, padding, dilation, _ = info.args
         kernel = tuple(info.weight.shape[2:])
         return tuple(a.through(*g) for a, g in zip(field, zip(kernel, stride, padding, dilation)))
-    if info.map == "avg_pool2d":
+    if info.map == "avg_pool":
         kernel, stride, padding = info.args[:3]
         return tuple(a.through(k, s, p, 1) for a, k, s, p in zip(field, kernel, stride, padding))
-    if info.map == "adaptive_avg_pool2d":
-        result = []
-        for a, n, o in zip(field, shape(source)[2:], info.args[0]):
-            if n % o:
-                raise LrpcError(f"no receptive field through node {name!r}: an adaptive pool from {n} to {o} "
-                                "positions has windows of unequal size")
-            result.append(a.through(n // o, n // o, 0, 1))
-        return tuple(result)
+    if info.map == "adaptive_avg_pool":
+        return _adaptive(name, field, shape(source)[2:], info.args[0])
     if info.map == "reduce":
         dims, keepdim, _ = info.args
         if set(dims) <= {1} and keepdim:
@@ -154,6 +151,16 @@ def _linear(plan, source, field):
         return () if len(shape(plan.node)) == 2 else WHOLE
     raise LrpcError(f"no receptive field through node {name!r} ({info.map}, module {plan.module or '-'}): its "
                     "output positions do not sit on a regular grid of input intervals")
+
+
+def _adaptive(name: str, field: tuple, sizes: tuple, output_size: tuple) -> tuple:
+    result = []
+    for a, n, o in zip(field, sizes, output_size):
+        if n % o:
+            raise LrpcError(f"no receptive field through node {name!r}: an adaptive pool from {n} to {o} "
+                            "positions has windows of unequal size")
+        result.append(a.through(n // o, n // o, 0, 1))
+    return tuple(result)
 
 
 def _padded(name: str, field: tuple, pads: tuple) -> tuple:

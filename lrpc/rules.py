@@ -107,7 +107,7 @@ def _times_input(c: Tensor, x: Tensor, weighted: bool) -> Tensor:
 def _batch_like(x: Tensor, batch: int) -> Tensor:
     """``x`` (batch ``batch``, or 1 for an input shared by the batch: an all-ones input, or one image whose
     relevance is conditioned K ways by ``lrpc.crp``) as a map's ``like`` argument."""
-    return x if x.shape[0] == batch else x.expand(batch, *x.shape[1:])
+    return x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 and batch != 1 else x
 
 
 def _divide_own(r: Tensor, z: Tensor, stab: str, eps: float, zero: Tensor | None) -> Tensor:

@@ -52,6 +52,7 @@ def repeat_rows(t, rows: torch.Tensor, repeats: int, *, dim: int, inner: int | N
         return t.repeat_interleave(repeats, dim)
     batch = rows.shape[0]
     size = t.shape[dim]
+    inner = size // batch if inner == -1 else inner   # batch-major [B·n] (``batch_layouts``)
     split = t.reshape(*t.shape[:dim], size // (batch * inner), batch, inner, *t.shape[dim + 1:])
     return split.repeat_interleave(repeats, dim + 1).reshape(*t.shape[:dim], size * repeats, *t.shape[dim + 1:])
 
