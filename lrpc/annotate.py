@@ -193,6 +193,8 @@ def _check_rule(plan: NodePlan, gm: fx.GraphModule) -> None:
         problem = f"rule pass needs equal input and output shapes, got {shape(info.inputs[0])} -> {shape(n)}"
     elif rule.name == "zbox" and info.map == "conv" and info.args[3] != 1:
         problem = "rule zbox on a grouped conv"
+    elif rule.name == "zbox" and info.map == "conv_transpose":
+        problem = "rule zbox on a transposed conv"
     if problem:
         raise LrpcError(f"node {n.name!r} ({describe_target(n, gm)}): {problem}")
 

@@ -77,8 +77,9 @@ def fold_constants(gm: fx.GraphModule) -> None:
     graph = gm.graph
     values: dict[fx.Node, object] = {}
 
-    def foldable(n: fx.Node) -> bool:
-        return (n.op == "call_function" and is_tensor(n) and not depends_on_input(n)
+    def foldable(n: fx.Node) -> bool:   # a split of a constant (a list of tensors) too: its items are constants
+        holds = is_tensor(n) or isinstance(n.meta.get("val"), (list, tuple))
+        return (n.op == "call_function" and holds and not depends_on_input(n)
                 and all(i in values or i.op == "get_attr" for i in n.all_input_nodes))
 
     for n in graph.nodes:

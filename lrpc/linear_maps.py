@@ -101,6 +101,18 @@ def _conv_transpose(s, like, w, args):
                                      groups, [True, False, False])[0]
 
 
+def _conv_transpose_forward(x, w, b, args):
+    stride, padding, output_padding, dilation, groups = args
+    return aten.convolution(x, w, b, stride, padding, dilation, True, output_padding, groups)
+
+
+def _conv_transpose_transpose(s, like, w, args):
+    """A transposed convolution's own transpose is the input-gradient of it (a strided convolution)."""
+    stride, padding, output_padding, dilation, groups = args
+    return aten.convolution_backward(s, like, w, None, stride, padding, dilation, True, output_padding, groups,
+                                     [True, False, False])[0]
+
+
 def _linear_forward(x, w, b, args):
     return F.linear(x, w, b)
 
@@ -168,6 +180,7 @@ def _reduce_transpose(s, like, w, args):
 LINEAR_MAPS: dict[str, LinearMap] = {
     m.name: m for m in (
         LinearMap("conv", True, _conv_forward, _conv_transpose),
+        LinearMap("conv_transpose", True, _conv_transpose_forward, _conv_transpose_transpose),
         LinearMap("linear", True, _linear_forward, _linear_transpose),
         LinearMap("avg_pool", False, _avg_pool_forward, _avg_pool_transpose),
         LinearMap("adaptive_avg_pool", False, _adaptive_avg_pool_forward, _adaptive_avg_pool_transpose),

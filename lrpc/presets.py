@@ -33,7 +33,8 @@ class LayerContext:
     node: str
     module: str | None
     module_type: str | None
-    map: str                # "conv", "linear", "avg_pool2d", "adaptive_avg_pool2d", "reduce"; "module" for a leaf
+    map: str                # "conv", "conv_transpose", "linear", "avg_pool", "adaptive_avg_pool", "upsample", "fold",
+                            # "reduce"; "module" for a leaf
     index: int              # among weighted layers (conv/linear), graph order; -1 for pools
     num_weighted: int
     adds_before: int        # residual adds that precede the layer in graph order
@@ -100,7 +101,7 @@ class Rules:
         for selector, rule in self.layers:
             if selector_matches(selector, ctx):
                 return rule
-        if ctx.map == "conv":
+        if ctx.map in ("conv", "conv_transpose"):
             return self.conv
         if ctx.map == "linear":
             return self.linear

@@ -1,6 +1,6 @@
 """Small models of every modality, with random weights: audio (a 1-D CNN in the AudioMNIST style, Wav2Vec2, HuBERT,
-AST, Whisper), time series (PatchTST), video (torchvision's r3d_18, mc3_18, r2plus1d_18, swin3d_t; VideoMAE,
-TimeSformer) and volumes (a 3-D CNN). Each entry builds (model, one input sample [1, ...]); configs are tiny so a
+WavLM, AST, Whisper), time series (PatchTST), video (torchvision's r3d_18, mc3_18, r2plus1d_18, swin3d_t; VideoMAE,
+TimeSformer, ViViT) and volumes (a 3-D CNN). Each entry builds (model, one input sample [1, ...]); configs are tiny so a
 compile takes seconds. Hugging Face and torchvision models are built from their own classes and configs."""
 from __future__ import annotations
 
@@ -109,6 +109,19 @@ def hubert():
     return HubertForSequenceClassification(HubertConfig(**_SPEECH)), torch.randn(1, 400)
 
 
+def wavlm():
+    from transformers import WavLMConfig, WavLMForSequenceClassification
+    return WavLMForSequenceClassification(WavLMConfig(**_SPEECH, num_buckets=16, max_bucket_distance=32)), \
+        torch.randn(1, 400)
+
+
+def vivit():
+    from transformers import VivitConfig, VivitForVideoClassification
+    config = VivitConfig(image_size=32, num_frames=4, tubelet_size=[2, 16, 16], hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=37, num_labels=3)
+    return VivitForVideoClassification(config), torch.randn(1, 4, 3, 32, 32)
+
+
 def ast():
     from transformers import ASTConfig, ASTForAudioClassification
     config = ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
@@ -128,6 +141,7 @@ def whisper():
 # name -> (modality, builder)
 ZOO = {
     "audio_cnn1d": ("audio", audio_cnn), "wav2vec2": ("audio", wav2vec2), "hubert": ("audio", hubert),
+    "wavlm": ("audio", wavlm), "vivit": ("video", vivit),
     "ast": ("spectrogram", ast), "whisper": ("spectrogram", whisper),
     "patchtst": ("timeseries", patchtst),
     "r3d_18": ("video", _torchvision_video("r3d_18")), "mc3_18": ("video", _torchvision_video("mc3_18")),

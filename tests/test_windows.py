@@ -1,5 +1,6 @@
 """Window ops in every rank (1-D signals, 2-D images, 3-D volumes): pools, adaptive pools, max-pools (fixed,
-adaptive, ``return_indices``), padding (constant, reflect, replicate, circular), upsampling, unfold and nn.Fold.
+adaptive, ``return_indices``), padding (constant, reflect, replicate, circular), upsampling, transposed
+convolutions, unfold and nn.Fold.
 
 Each op sits between a ReLU'd conv stem and a linear head; ``keep=`` returns the relevance above and below the op,
 and the dense reference (``tests/reference.py``) recomputes the op's step from its matrix, built by pushing basis
@@ -40,12 +41,20 @@ OPS = {   # name -> (rank -> the op on [B, C, *spatial]); "copy" ops move releva
     "pad_replicate": ("copy", lambda r: lambda h: F.pad(h, (2, 1) * r, mode="replicate")),
     "pad_circular": ("copy", lambda r: lambda h: F.pad(h, (1, 2) * r, mode="circular")),
     "unfold_patches": ("copy", lambda r: lambda h: h.unfold(-1, 3, 2)),     # PatchTST: overlapping patches
+    "conv_transpose": ("map", lambda r: _conv_transpose(r)),
     "max_pool": ("max", lambda r: lambda h: _pool(r, "max_pool")(h, 3, 2, 1)),
     "max_pool_indices": ("max", lambda r: lambda h: _pool(r, "max_pool")(h, 2, return_indices=True)[0]),
     "max_pool_dilated_ceil": ("max", lambda r: lambda h: _pool(r, "max_pool")(h, 2, 1, 0, 2, ceil_mode=True)),
     "adaptive_max_pool": ("max", lambda r: lambda h: _pool(r, "adaptive_max_pool")(h, 3)),
     "adaptive_max_pool_indices": ("max", lambda r: lambda h: _pool(r, "adaptive_max_pool")(h, 2, True)[0]),
 }
+
+
+def _conv_transpose(rank):
+    """ConvTranspose{rank}d with a fixed weight [C_in, C_out, 3, ...], stride 2, output padding 1."""
+    weight = torch.randn(2, 3, *(3,) * rank, dtype=torch.double, generator=torch.Generator().manual_seed(7))
+    transpose = getattr(F, f"conv_transpose{rank}d")
+    return lambda h: transpose(h, weight.to(h.dtype), stride=2, padding=1, output_padding=1)
 
 
 class Op(nn.Module):

@@ -63,19 +63,19 @@ def _picture(modality: str, heat: torch.Tensor, sample: torch.Tensor, base: Path
 
 
 def run(args: argparse.Namespace, paths: Sequence[Path], names: Sequence[str], device: torch.device) -> int:
-    samples = [load_sample(p) for p in paths]   # every file read up front: a bad one fails before any work
+    samples = [load_sample(p) for p in paths]   # every file read and checked up front, before any work
+    for sample in samples[1:]:
+        if sample.values.shape != samples[0].values.shape:
+            raise LrpcError(f"{sample.path} has shape {tuple(sample.values.shape)}, {samples[0].path} "
+                            f"{tuple(samples[0].values.shape)}: the model is compiled on one shape; explain files "
+                            "of one shape together")
+    if args.target != "pred" and not args.target.lstrip("-").isdigit():
+        raise LrpcError(f"--target {args.target!r}: for tensor and audio files give 'pred' or a class index")
+    target = None if args.target == "pred" else int(args.target)
     loaded = load_model(args.model, args.weights)
     out = prepare_output_dir(args.output)
     rules = preset(args.rules) if args.start is None else preset(args.rules).replace(start=args.start)
     explainer, shape = _compile(loaded.model.to(device), rules, samples[0], device)
-    for sample in samples[1:]:
-        if sample.values.shape != samples[0].values.shape:
-            raise LrpcError(f"{sample.path} has shape {tuple(sample.values.shape)}, but the model was compiled on "
-                            f"{samples[0].path} of shape {tuple(samples[0].values.shape)}; explain files of one "
-                            "shape together")
-    if args.target != "pred" and not args.target.lstrip("-").isdigit():
-        raise LrpcError(f"--target {args.target!r}: for tensor and audio files give 'pred' or a class index")
-    target = None if args.target == "pred" else int(args.target)
     modality = args.modality or modalities.guess(shape, explainer.channel_axis - 1)
     for start in range(0, len(samples), args.batch_size):
         batch = samples[start:start + args.batch_size]

@@ -34,6 +34,17 @@ def conv(node, ctx: Context) -> OpInfo:
                   weight=weight, bias=ctx.constant(p.get("bias"), "the conv bias"))
 
 
+def conv_transpose(node, ctx: Context) -> OpInfo:
+    """ConvTranspose1d/2d/3d: a weighted map like a conv (its weight is [C_in, C_out / groups, *kernel])."""
+    p = params(node)
+    weight = ctx.constant(p["weight"], "the transposed conv weight")
+    nd = weight.dim() - 2
+    args = (_tuple(p["stride"], nd), _tuple(p["padding"], nd), _tuple(p["output_padding"], nd),
+            _tuple(p["dilation"], nd), int(p["groups"]))
+    return OpInfo("linear", (node.args[0],), map="conv_transpose", args=args, weight=weight,
+                  bias=ctx.constant(p.get("bias"), "the transposed conv bias"))
+
+
 def linear(node, ctx: Context) -> OpInfo:
     p = params(node)
     return OpInfo("linear", (node.args[0],), map="linear", weight=ctx.constant(p["weight"], "the linear weight"),
@@ -140,6 +151,7 @@ _BICUBIC = ("bicubic upsampling weighs neighbours with negative coefficients, wh
 
 TABLE = {
     aten.conv1d: conv, aten.conv2d: conv, aten.conv3d: conv,
+    aten.conv_transpose1d: conv_transpose, aten.conv_transpose2d: conv_transpose, aten.conv_transpose3d: conv_transpose,
     aten.linear: linear, aten.addmm: addmm,
     aten.avg_pool1d: avg_pool(1), aten.avg_pool2d: avg_pool(2), aten.avg_pool3d: avg_pool(3),
     aten.adaptive_avg_pool1d: adaptive_avg_pool(1), aten.adaptive_avg_pool2d: adaptive_avg_pool(2),

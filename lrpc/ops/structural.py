@@ -130,6 +130,8 @@ def getitem(node, ctx: Context) -> OpInfo:
                       nonneg="inputs")
     if packet(parent) in MAXPOOLS_WITH_INDICES and k == 0:
         return MAXPOOLS_WITH_INDICES[packet(parent)].item(node, parent)
+    if packet(parent) in (aten.lstm, aten.gru, aten.rnn_tanh, aten.rnn_relu):
+        raise Unsupported(f"recurrent layers (nn.LSTM, nn.GRU, nn.RNN: {parent.target}) have no relevance op")
     raise Unsupported(f"item {k} of {parent.target}")
 
 

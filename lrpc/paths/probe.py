@@ -22,9 +22,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 import torch.fx as fx
-import torch.nn.functional as F
 
-from .. import kernels
+from .. import kernels, windows
 from ..errors import LrpcError
 from ..runtime import Explainer
 
@@ -76,8 +75,9 @@ def is_weighted(plan) -> bool:
 def _copied(node: fx.Node | None, plan) -> bool:
     if node is None:
         return False
-    if plan.maxpool == "winner":   # the pool runs once, with its arg-max indices (RelevancePass.copy_forward)
-        return node.target is operator.getitem and node.args[0].target is F.max_pool2d_with_indices
+    if plan.maxpool == "winner" and plan.info.extra["with_indices"] is None:
+        # the pool runs once, with its arg-max indices (RelevancePass.copy_forward)
+        return node.target is operator.getitem and node.args[0].target is windows.max_pool
     return node.op == plan.node.op and (node.op == "placeholder" or node.target == plan.node.target)
 
 
