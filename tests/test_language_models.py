@@ -186,3 +186,30 @@ def test_bad_positions_raise_clear_errors(llama_explainer, positions, message):
     with pytest.raises(lrpc.LrpcError, match=message):
         llama_explainer.explain_positions(ids, torch.tensor(positions) if isinstance(positions[0], list)
                                           else positions, attention_mask=mask)
+
+
+@pytest.mark.parametrize("family", ENCODERS)
+def test_an_encoder_explains_a_right_padded_row_as_the_text_alone(family):
+    ids, mask = right_padded(seed=10)
+    explainer = lrpc.compile(build(family), "attnlrp", example_input=ids)
+    padded = explainer(ids, attention_mask=mask)
+    real = int(mask[2].sum())
+    alone = explainer(ids[2:, :real])
+    assert torch.allclose(padded.heatmap()[2, :real], alone.heatmap()[0], rtol=1e-9, atol=1e-15)
+    assert padded.target[2] == alone.target[0]
+
+
+def test_token_classification_explains_any_position():
+    """A per-token classifier reads its scores per position like a language model: a call explains the last
+    real token's predicted class, explain_positions any token's."""
+    import transformers
+    from language_models import _encoder_config
+    torch.manual_seed(0)
+    model = transformers.BertForTokenClassification(_encoder_config(transformers.BertConfig)).double().eval()
+    ids, mask = right_padded(seed=11)
+    explainer = lrpc.compile(model, "cp-lrp", example_input=ids)
+    exp = explainer.explain_positions(ids, [0, 2], attention_mask=mask)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(exp.target, logits[:, [0, 2]].argmax(-1).reshape(-1))
+    assert closes(exp) < 1e-10
