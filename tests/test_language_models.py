@@ -213,3 +213,17 @@ def test_token_classification_explains_any_position():
         logits = model(input_ids=ids, attention_mask=mask).logits
     assert torch.equal(exp.target, logits[:, [0, 2]].argmax(-1).reshape(-1))
     assert closes(exp) < 1e-10
+
+
+def test_a_forward_that_gives_nan_for_the_mask_is_named():
+    """Gemma 2 runs eager attention only, and Hugging Face's eager Gemma 2 gives NaN for left-padded rows (a query
+    whose keys are all padding): an LrpcError says so instead of returning a NaN map."""
+    ids, right = right_padded(seed=12)
+    left = right.flip(1)
+    explainer = lrpc.compile(build("gemma2"), "cp-lrp", example_input=ids)
+    with torch.no_grad():
+        scores = build("gemma2")(input_ids=ids, attention_mask=left, use_cache=False).logits
+    assert not bool(torch.isfinite(scores).all())   # the model's own forward, not lrpc's
+    with pytest.raises(lrpc.LrpcError, match="NaN"):
+        explainer(ids, attention_mask=left)
+    assert bool(torch.isfinite(explainer(ids, attention_mask=right).heatmap()).all())
