@@ -227,3 +227,20 @@ def test_a_forward_that_gives_nan_for_the_mask_is_named():
     with pytest.raises(lrpc.LrpcError, match="NaN"):
         explainer(ids, attention_mask=left)
     assert bool(torch.isfinite(explainer(ids, attention_mask=right).heatmap()).all())
+
+
+@pytest.mark.parametrize("preset", TRANSFORMER_PRESETS)
+def test_grouped_query_sdpa_equals_repeated_heads(preset, monkeypatch):
+    """Hugging Face hands grouped-query heads to scaled_dot_product_attention(enable_gqa=True) where it can
+    (forced here): the kernels repeat the shared key/value heads and sum their relevance back, which must equal
+    the repeat_kv spelling (expand + reshape, moved back by the op table)."""
+    ids, mask = right_padded(seed=13)
+    repeated = lrpc.compile(build("qwen2"), preset, example_input=ids)(ids, attention_mask=mask)
+    monkeypatch.setenv("TRANSFORMERS_SDPA_FORCE_GQA", "1")
+    explainer = lrpc.compile(build("qwen2"), preset, example_input=ids)
+    attention = [plan for plan in explainer.plans.values() if plan.info.kind == "attention"
+                 or plan.transform == "attnlrp"]
+    assert attention and all(plan.node.kwargs.get("enable_gqa") for plan in attention)
+    grouped = explainer(ids, attention_mask=mask)
+    assert torch.allclose(grouped.heatmap(), repeated.heatmap(), rtol=1e-9, atol=1e-15)
+    assert closes(grouped) < 1e-10
