@@ -244,3 +244,19 @@ def test_grouped_query_sdpa_equals_repeated_heads(preset, monkeypatch):
     grouped = explainer(ids, attention_mask=mask)
     assert torch.allclose(grouped.heatmap(), repeated.heatmap(), rtol=1e-9, atol=1e-15)
     assert closes(grouped) < 1e-10
+
+
+@pytest.mark.parametrize("preset", TRANSFORMER_PRESETS)
+@pytest.mark.parametrize("family", ("gpt2", "gemma3"))
+def test_a_model_with_lxt_patched_modules_gives_the_same_maps(family, preset):
+    """LXT's patch functions rewrite norms and MLPs by hand (GPT-2's LayerNorm as (x − mean)/stop_grad(σ)·w + b,
+    its activation through an autograd Function, Gemma's RMSNorm with a detached rsqrt): lrpc reads those
+    spellings from the graph too, and the hand-written LayerNorm's centering takes LayerNorm's own rule."""
+    from lxt_reference import lxt_patched_copy
+    model = build(family)
+    attention = "cp" if preset == "cp-lrp" else "attnlrp"
+    patched, _ = lxt_patched_copy(model, attention)
+    ids, mask = right_padded(seed=14)
+    exp = lrpc.compile(patched, preset, example_input=ids)(ids, attention_mask=mask)
+    assert rel_l1(exp.heatmap(), lxt_token_heatmap(model, ids, mask, exp.target, attention)) < 1e-6
+    assert closes(exp) < 1e-10
