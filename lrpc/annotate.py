@@ -129,6 +129,8 @@ def transformer_op(info: OpInfo, rules: Rules) -> tuple[OpInfo, str | None]:
     if info.kind == "pass":
         if "layernorm" in extra and rules.layernorm == "frozen_std":
             return info, "layernorm_frozen_std"
+        if "centering" in extra and rules.layernorm == "frozen_std":
+            return info, "centering"
         if "constant_add" in extra and rules.constant_add == "proportional":
             return info, "constant_add"
         if "softmax_dim" in extra and rules.attention == "attnlrp":

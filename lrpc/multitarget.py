@@ -45,10 +45,11 @@ def check_batch_major(plans) -> None:
 def multi_target_module(module: fx.GraphModule, per_row: tuple = ()) -> fx.GraphModule:
     """``forward(x, target, repeats)``: ``target`` has B·repeats entries; every output has B·repeats rows.
     ``per_row``: forward nodes (by target function or placeholder name) that already hold B·repeats rows (a
-    token model's scores read at several positions) and are not repeated."""
+    token model's scores read at several positions); they and what is computed from them are not repeated."""
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     forward_values: set[fx.Node] = set()   # batch-major tensors computed before the relevance section
+    rows_already: set[fx.Node] = set()     # forward values that hold B·repeats rows already (``per_row``)
     repeated: dict[fx.Node, fx.Node] = {}
     repeats = None
     in_relevance = False
@@ -68,7 +69,9 @@ def multi_target_module(module: fx.GraphModule, per_row: tuple = ()) -> fx.Graph
         if node.op == "placeholder":
             env[node] = graph.node_copy(node, env.__getitem__)
             first_input = first_input or node
-            if node.name != "target" and node.name not in per_row:
+            if node.name in per_row:
+                rows_already.add(node)
+            elif node.name != "target":
                 forward_values.add(node)
             continue
         if repeats is None:
@@ -78,7 +81,9 @@ def multi_target_module(module: fx.GraphModule, per_row: tuple = ()) -> fx.Graph
             env[node] = graph.node_copy(node, relevance_arg)
         else:
             env[node] = graph.node_copy(node, env.__getitem__)
-            if node.op != "get_attr" and node.target not in per_row:
+            if node.target in per_row or any(i in rows_already for i in node.all_input_nodes):
+                rows_already.add(node)   # computed from B·repeats rows: the head after the picked positions
+            elif node.op != "get_attr":
                 forward_values.add(node)
     if not in_relevance:
         raise AssertionError("the generated module has no relevance section (no resolve_target node)")

@@ -292,6 +292,9 @@ class RelevancePass:
             weight = None if norm["weight"] is None else self.env[norm["weight"]]
             message = self.call(transformer_rules.layernorm_frozen_std, (r, ins[0], self.env[n], weight),
                                 {"normalized_shape": norm["normalized_shape"], "eps": norm["eps"]}, name=tag)
+        elif transform == "centering":
+            message = self.call(transformer_rules.centering_relevance, (r, ins[0], self.env[n]),
+                                {"dims": info.extra["centering"]}, name=tag)
         elif transform == "batchnorm_affine":
             norm = info.extra["batchnorm"]
             weight = None if norm["weight"] is None else self.env[norm["weight"]]

@@ -387,8 +387,10 @@ class Explainer:
     def _check_scores(self, logits: torch.Tensor, build: Build) -> None:
         """A token model's own forward can fail on a mask (Hugging Face's eager attention turns a query whose
         keys are all padding, as a sliding window over left padding gives, into NaN): say so, not a NaN map."""
+        if build.tokens is None:
+            return
         bad = ~torch.isfinite(logits).reshape(len(logits), -1).all(1)
-        if build.tokens is not None and bool(bad.any()):
+        if bool(bad.any()):
             raise LrpcError(f"the model's own forward gives NaN/Inf scores for rows {bad.nonzero().flatten().tolist()}"
                             " with this attention_mask (in eager attention a query whose keys are all padding, "
                             "e.g. a sliding window over left padding, gives NaN); pad on the right or use SDPA")

@@ -126,6 +126,7 @@ def prepare_graph(gm: fx.GraphModule) -> None:
     scores = output.args[0]
     if isinstance(scores.meta.get("val"), torch.Tensor) and scores.meta["val"].dim() == 3:
         output.args = (read_positions(gm, scores),)
+        gm.graph.eliminate_dead_code()   # the head on every position, now read at the picked rows instead
     gm.graph.lint()
     gm.recompile()
 
@@ -139,12 +140,51 @@ def _reads_ids(node, ids: fx.Node) -> bool:
 
 def read_positions(gm: fx.GraphModule, scores: fx.Node) -> fx.Node:
     """scores [B, T, V] → [B·K, V] at K positions per row, a new input ``positions`` [B, K] (a call passes each
-    row's last real token, ``explain_positions`` several positions)."""
+    row's last real token, ``explain_positions`` several positions). The positions are read before the ops at
+    the top that act on each position alone (the head's projection, a logit soft-cap), so that the head — for a
+    language model the largest matrix — runs forward and backward on the explained positions only."""
     mask = next(n for n in gm.graph.nodes if n.op == "placeholder" and n.name == "attention_mask")
     with gm.graph.inserting_after(mask):
         positions = gm.graph.placeholder("positions")
+    chain = _per_position_head(scores)
+    hidden = chain[-1].args[0] if chain else scores
     with gm.graph.inserting_after(scores):
-        return gm.graph.call_function(kernels.pick_scores, (scores, positions))
+        picked = gm.graph.call_function(kernels.pick_scores, (hidden, positions))
+    for node in reversed(chain):   # the head again, on the picked rows
+        if _is_full_slice(node):
+            continue
+        with gm.graph.inserting_after(picked):
+            picked = gm.graph.node_copy(node, lambda a, node=node, prev=picked: prev if a is node.args[0] else a)
+        picked.meta.pop("val", None)   # export's symbolic [B, T, V]: the rows are B·K now
+    return picked
+
+
+# ops on the last dimension alone, applied to each position by itself
+_PER_POSITION = {aten.linear, aten.mul, aten.div, aten.tanh, aten._to_copy, aten.to}
+
+
+def _is_full_slice(node: fx.Node) -> bool:
+    """``x[:, 0:]``, as Hugging Face's ``logits_to_keep=0`` spells "every position"."""
+    if getattr(node.target, "overloadpacket", None) is not aten.slice or len(node.args) < 2:
+        return False
+    dim, start, end, step = (list(node.args[1:]) + [0, None, 1][len(node.args) - 2:])[:4]
+    return dim in (0, 1) and start in (0, None) and step == 1 and (end is None or
+                                                                    (isinstance(end, int) and end >= 2 ** 62))
+
+
+def _per_position_head(scores: fx.Node) -> list[fx.Node]:
+    """The ops from ``scores`` down that act on each position alone, each the only reader of the one below."""
+    chain, node = [], scores
+    while isinstance(node, fx.Node) and node.op == "call_function" and node.args and \
+            isinstance(node.args[0], fx.Node) and len(node.args[0].users) == 1:
+        packet = getattr(node.target, "overloadpacket", None)
+        constants = all(not isinstance(a, fx.Node) or a.op == "get_attr" for a in (*node.args[1:],
+                                                                                  *node.kwargs.values()))
+        if not (_is_full_slice(node) or (packet in _PER_POSITION and constants)):
+            break
+        chain.append(node)
+        node = node.args[0]
+    return chain
 
 
 def fixed_length(gm: fx.GraphModule) -> int | None:

@@ -2,6 +2,8 @@
 (docs/transformers.md). Each is the gradient × input form LXT computes, written as a relevance op:
 
 - LayerNorm with σ frozen: y = (x − μ)/σ · w + β, so with g = w ⊙ R/(σ·y), R_x = x ⊙ (g − mean(g)); β absorbs.
+- a hand-written LayerNorm's ``x − mean(x)``: the z-rule of the centering map, R_x = x ⊙ (g − mean(g)), g = R/y;
+  its division by σ (frozen), scale and shift then make the same map as LayerNorm's own rule.
 - ``x + c`` with c a constant (a positional embedding): the z-rule of the add, R_x = x ⊙ R / y; c absorbs the rest.
 - eval BatchNorm (a conv stem's) y = a·x + c per channel: the same z-rule, R_x = a·x ⊙ R / y; the shift absorbs.
 - softmax (AttnLRP): R_x = x ⊙ (R − s·ΣR); the difference to ΣR is absorbed by the softmax.
@@ -30,6 +32,13 @@ def layernorm_frozen_std(r, x, out, weight, *, normalized_shape, eps):
     g = _ratio(r, out) / std
     if weight is not None:
         g = g * weight
+    return x * (g - g.mean(dims, keepdim=True))
+
+
+def centering_relevance(r, x, out, *, dims):
+    """y = x − mean(x) over ``dims`` (a hand-written LayerNorm): the z-rule of that linear map,
+    R_x = x ⊙ (g − mean(g)) with g = R / y, so that it equals ``layernorm_frozen_std`` op by op."""
+    g = _ratio(r, out)
     return x * (g - g.mean(dims, keepdim=True))
 
 

@@ -82,6 +82,23 @@ LXT_FAMILIES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Qwen3
                 "Gemma3ForCausalLM": "gemma3", "GPT2LMHeadModel": "gpt2"}
 
 
+def lxt_patched_copy(model: nn.Module, attention: str = "cp") -> tuple[nn.Module, types.ModuleType]:
+    """A deep copy of a Hugging Face model with LXT's per-family patch map (``cp_LRP`` or ``attnLRP``) bound to its
+    modules (not to their classes), and the family's modeling module, whose attention function LXT wraps."""
+    family = lxt_efficient(f"models.{LXT_FAMILIES[type(model).__name__]}")
+    patch_map = family.cp_LRP if attention == "cp" else family.attnLRP
+    patched, modeling = copy.deepcopy(model), None
+    for target_type, patch in patch_map.items():
+        if isinstance(target_type, types.ModuleType):   # the modeling module: its attention function
+            modeling = target_type
+            continue
+        function, method = patch.args[0], patch.keywords.get("method_name", "forward")
+        for module in patched.modules():
+            if isinstance(module, target_type):
+                setattr(module, method, types.MethodType(function, module))
+    return patched, modeling
+
+
 def lxt_token_heatmap(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                       target: torch.Tensor, attention: str = "cp") -> torch.Tensor:
     """LXT 2.1's token relevance [B, T] of a Hugging Face causal LM for the next token after each row's last real
@@ -90,19 +107,8 @@ def lxt_token_heatmap(model: nn.Module, input_ids: torch.Tensor, attention_mask:
     function (what ``patch_attention`` / ``patch_cp_attention`` do, without replacing Hugging Face's attention
     registry, which transformers 5.x no longer accepts), then (embeddings × gradient) summed over D."""
     patches = lxt_efficient("patches")
-    family = lxt_efficient(f"models.{LXT_FAMILIES[type(model).__name__]}")
-    patch_map = family.cp_LRP if attention == "cp" else family.attnLRP
-    reference = copy.deepcopy(model)
+    reference, modeling = lxt_patched_copy(model, attention)
     reference.config._attn_implementation = "eager"
-    modeling = None
-    for target_type, patch in patch_map.items():
-        if isinstance(target_type, types.ModuleType):   # the modeling module: its attention function
-            modeling = target_type
-            continue
-        function, method = patch.args[0], patch.keywords.get("method_name", "forward")
-        for module in reference.modules():
-            if isinstance(module, target_type):
-                setattr(module, method, types.MethodType(function, module))
     wrap = patches.cp_wrap_attention_forward if attention == "cp" else patches.wrap_attention_forward
     original = modeling.eager_attention_forward
     modeling.eager_attention_forward = wrap(original)

@@ -186,3 +186,77 @@ def test_bad_positions_raise_clear_errors(llama_explainer, positions, message):
     with pytest.raises(lrpc.LrpcError, match=message):
         llama_explainer.explain_positions(ids, torch.tensor(positions) if isinstance(positions[0], list)
                                           else positions, attention_mask=mask)
+
+
+@pytest.mark.parametrize("family", ENCODERS)
+def test_an_encoder_explains_a_right_padded_row_as_the_text_alone(family):
+    ids, mask = right_padded(seed=10)
+    explainer = lrpc.compile(build(family), "attnlrp", example_input=ids)
+    padded = explainer(ids, attention_mask=mask)
+    real = int(mask[2].sum())
+    alone = explainer(ids[2:, :real])
+    assert torch.allclose(padded.heatmap()[2, :real], alone.heatmap()[0], rtol=1e-9, atol=1e-15)
+    assert padded.target[2] == alone.target[0]
+
+
+def test_token_classification_explains_any_position():
+    """A per-token classifier reads its scores per position like a language model: a call explains the last
+    real token's predicted class, explain_positions any token's."""
+    import transformers
+    from language_models import _encoder_config
+    torch.manual_seed(0)
+    model = transformers.BertForTokenClassification(_encoder_config(transformers.BertConfig)).double().eval()
+    ids, mask = right_padded(seed=11)
+    explainer = lrpc.compile(model, "cp-lrp", example_input=ids)
+    exp = explainer.explain_positions(ids, [0, 2], attention_mask=mask)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(exp.target, logits[:, [0, 2]].argmax(-1).reshape(-1))
+    assert closes(exp) < 1e-10
+
+
+def test_a_forward_that_gives_nan_for_the_mask_is_named():
+    """Gemma 2 runs eager attention only, and Hugging Face's eager Gemma 2 gives NaN for left-padded rows (a query
+    whose keys are all padding): an LrpcError says so instead of returning a NaN map."""
+    ids, right = right_padded(seed=12)
+    left = right.flip(1)
+    explainer = lrpc.compile(build("gemma2"), "cp-lrp", example_input=ids)
+    with torch.no_grad():
+        scores = build("gemma2")(input_ids=ids, attention_mask=left, use_cache=False).logits
+    assert not bool(torch.isfinite(scores).all())   # the model's own forward, not lrpc's
+    with pytest.raises(lrpc.LrpcError, match="NaN"):
+        explainer(ids, attention_mask=left)
+    assert bool(torch.isfinite(explainer(ids, attention_mask=right).heatmap()).all())
+
+
+@pytest.mark.parametrize("preset", TRANSFORMER_PRESETS)
+def test_grouped_query_sdpa_equals_repeated_heads(preset, monkeypatch):
+    """Hugging Face hands grouped-query heads to scaled_dot_product_attention(enable_gqa=True) where it can
+    (forced here): the kernels repeat the shared key/value heads and sum their relevance back, which must equal
+    the repeat_kv spelling (expand + reshape, moved back by the op table)."""
+    ids, mask = right_padded(seed=13)
+    repeated = lrpc.compile(build("qwen2"), preset, example_input=ids)(ids, attention_mask=mask)
+    monkeypatch.setenv("TRANSFORMERS_SDPA_FORCE_GQA", "1")
+    explainer = lrpc.compile(build("qwen2"), preset, example_input=ids)
+    attention = [plan for plan in explainer.plans.values() if plan.info.kind == "attention"
+                 or plan.transform == "attnlrp"]
+    assert attention and all(plan.node.kwargs.get("enable_gqa") for plan in attention)
+    grouped = explainer(ids, attention_mask=mask)
+    assert torch.allclose(grouped.heatmap(), repeated.heatmap(), rtol=1e-9, atol=1e-15)
+    assert closes(grouped) < 1e-10
+
+
+@pytest.mark.parametrize("preset", TRANSFORMER_PRESETS)
+@pytest.mark.parametrize("family", ("gpt2", "gemma3"))
+def test_a_model_with_lxt_patched_modules_gives_the_same_maps(family, preset):
+    """LXT's patch functions rewrite norms and MLPs by hand (GPT-2's LayerNorm as (x − mean)/stop_grad(σ)·w + b,
+    its activation through an autograd Function, Gemma's RMSNorm with a detached rsqrt): lrpc reads those
+    spellings from the graph too, and the hand-written LayerNorm's centering takes LayerNorm's own rule."""
+    from lxt_reference import lxt_patched_copy
+    model = build(family)
+    attention = "cp" if preset == "cp-lrp" else "attnlrp"
+    patched, _ = lxt_patched_copy(model, attention)
+    ids, mask = right_padded(seed=14)
+    exp = lrpc.compile(patched, preset, example_input=ids)(ids, attention_mask=mask)
+    assert rel_l1(exp.heatmap(), lxt_token_heatmap(model, ids, mask, exp.target, attention)) < 1e-6
+    assert closes(exp) < 1e-10

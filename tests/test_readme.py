@@ -8,7 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = ["README.md", "docs/cli.md", "docs/rules.md", "docs/splitting.md", "docs/presets.md", "docs/metrics.md",
              "docs/paths.md", "docs/datasets.md", "docs/integrations.md", "docs/transformers.md",
-             "docs/modalities.md", "docs/views.md"]
+             "docs/modalities.md", "docs/views.md", "docs/text.md"]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
-from . import Context, OpInfo, Unsupported, is_constant, packet, params, shape
+from . import Context, OpInfo, Unsupported, dims_of, is_constant, packet, params, shape
 
 aten = torch.ops.aten
 
@@ -124,6 +124,10 @@ def sub(node, ctx: Context) -> OpInfo:
         return OpInfo("pass", (b,), extra={"constant_add": -params(node).get("alpha", 1)})
     if _one_signal(a, b) is not None:
         return OpInfo("pass", (_one_signal(a, b),))
+    if packet(b) is aten.mean and b.args[0] is a and params(b).get("keepdim"):
+        # x − mean(x), a hand-written LayerNorm's centering: the mean frozen (a pass), or under
+        # ``Rules.layernorm='frozen_std'`` the z-rule of the centering map, as for ``aten.layer_norm``
+        return OpInfo("pass", (a,), extra={"centering": dims_of(params(b)["dim"], len(shape(a)))})
     if _broadcast_statistic(a, b, node):
         return OpInfo("pass", (a,))
     # a + (−b): Relevance Splitting between a and the contribution −b (PoolFormer's pool(x) − x)
