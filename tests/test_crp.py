@@ -126,7 +126,7 @@ def dense_conditional(model: SmallCNN, x, target, rule, masks):
                                         ("zplus", lrpc.Rules(conv=ZPlus(), linear=ZPlus(), start="one"))])
 def test_conditions_match_dense_reference_with_nested_masks(rule, rules):
     torch.manual_seed(1)
-    model = SmallCNN().double().eval()
+    model = SmallCNN().double().eval().requires_grad_(False)
     x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
     explainer = lrpc.compile(model, rules=rules, example_input=x[:1])
     conditions = [{"features.2": [1]}, {"features.2": [0, 3], "y": 2}, {"features.2": [3], "features.4": [2]},
