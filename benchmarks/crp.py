@@ -6,7 +6,8 @@ the image: what a hook-based tool pays). The forward pass and the relevance abov
 part below the layer runs on 64 rows. Prints the median wall-clock and process CPU time of ``--repeats`` runs of
 each row, and the host's load average before and after (the host may be shared):
 
-    python benchmarks/crp.py [--threads 1] [--repeats 1] [--k 64] [--layer layer4] [--rules epsilon-plus-flat]
+    python benchmarks/crp.py [--threads 1] [--repeats 1] [--k 64] [--chunk 8] [--layer layer4]
+                             [--rules epsilon-plus-flat]
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--k", type=int, default=64)
+    parser.add_argument("--chunk", type=int, default=8)
     parser.add_argument("--layer", default="layer4")
     parser.add_argument("--rules", default="epsilon-plus-flat")
     parser.add_argument("--size", type=int, default=224)
@@ -53,6 +55,9 @@ def main() -> None:
     rows = {
         f"crp: {args.k} concepts of {args.layer}, 1 image, one pass":
             lambda: lrpc.crp.conditional_heatmaps(explainer, one, args.layer, channels, target),
+        f"crp: the same in passes of {args.chunk} (batch_size={args.chunk})":
+            lambda: lrpc.crp.conditional_heatmaps(explainer, one, args.layer, channels, target,
+                                                  batch_size=args.chunk),
         f"explanation of a batch of {args.k} images": lambda: explainer(batch),
         f"{args.k} separate explanations of 1 image": lambda: [explainer(one, target) for _ in channels],
     }
@@ -62,10 +67,13 @@ def main() -> None:
           f"median of {args.repeats}, torch {torch.__version__}")
     print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}; "
           f"after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}; {os.cpu_count()} cores")
-    crp_wall, crp_cpu = next(iter(results.values()))
-    print(f"| row | wall s | CPU s | crp / row (wall) | crp / row (CPU) |\n|---|---|---|---|---|")
+    batch_wall, batch_cpu = results[f"explanation of a batch of {args.k} images"]
+    separate_wall, separate_cpu = results[f"{args.k} separate explanations of 1 image"]
+    print("| row | wall s | CPU s | ÷ batch explanation (wall, CPU) | ÷ separate explanations (wall, CPU) |\n"
+          "|---|---|---|---|---|")
     for name, (wall, cpu) in results.items():
-        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {crp_wall / wall:.2f} | {crp_cpu / cpu:.2f} |")
+        print(f"| {name} | {wall:.2f} | {cpu:.2f} | {wall / batch_wall:.2f}, {cpu / batch_cpu:.2f} | "
+              f"{wall / separate_wall:.2f}, {cpu / separate_cpu:.2f} |")
 
 
 if __name__ == "__main__":

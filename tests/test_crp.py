@@ -126,13 +126,16 @@ def dense_conditional(model: SmallCNN, x, target, rule, masks):
                                         ("zplus", lrpc.Rules(conv=ZPlus(), linear=ZPlus(), start="one"))])
 def test_conditions_match_dense_reference_with_nested_masks(rule, rules):
     torch.manual_seed(1)
-    model = SmallCNN().double().eval()
+    model = SmallCNN().double().eval().requires_grad_(False)
     x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
     explainer = lrpc.compile(model, rules=rules, example_input=x[:1])
     conditions = [{"features.2": [1]}, {"features.2": [0, 3], "y": 2}, {"features.2": [3], "features.4": [2]},
                   {"features.4": [0]}]
     result = lrpc.crp.attribute(explainer, x, conditions, target=torch.tensor([0, 3]))
     assert result.relevance.shape == (2, 4, 2, 5, 5) and result.heatmap.shape == (2, 4, 5, 5)
+    in_passes = lrpc.crp.attribute(explainer, x, conditions + conditions[:2], torch.tensor([0, 3]), batch_size=1)
+    assert torch.allclose(in_passes.relevance[:, :4], result.relevance, rtol=1e-12, atol=0)
+    assert torch.allclose(in_passes.relevance[:, 4:], result.relevance[:, :2], rtol=1e-12, atol=0)
     one_hot = lambda channels, n: torch.zeros(n, dtype=torch.float64).index_fill_(0, torch.tensor(channels), 1.0)  # noqa: E731
     for b, default_target in enumerate([0, 3]):
         for k, condition in enumerate(conditions):
@@ -196,6 +199,8 @@ def test_bad_layers_and_channels_are_named():
         lrpc.crp.conditional_heatmaps(explainer, x, "features.2", [0, 4])
     with pytest.raises(lrpc.LrpcError, match="non-empty list"):
         lrpc.crp.conditional_heatmaps(explainer, x, "features.2", [])
+    with pytest.raises(lrpc.LrpcError, match="batch_size must be None"):
+        lrpc.crp.conditional_heatmaps(explainer, x, "features.2", [0], batch_size=0)
     with pytest.raises(lrpc.LrpcError, match="one class index"):
         lrpc.crp.attribute(explainer, x, [{"features.2": [0], "y": [1, 2]}])
 

@@ -104,17 +104,21 @@ def _prepare(explainer, x: Tensor, target):
     return build, explainer.check_target(target, x.shape[0], build.num_classes, x.device)
 
 
-def _group(conditions) -> dict[tuple[str, ...], list[int]]:
-    """Condition indices by the layers they name: each set of layers is one pass (as zennit-crp's
-    ``exclude_parallel`` splits them), its conditions the rows of that pass."""
+def _passes(conditions, batch_size: int | None) -> list[tuple[tuple[str, ...], list[int]]]:
+    """(layers, condition indices) of each relevance pass: conditions that name the same layers run together
+    (as zennit-crp's ``exclude_parallel`` groups them), at most ``batch_size`` of them per pass."""
+    if batch_size is not None and (not _is_index(batch_size) or batch_size < 1):
+        raise LrpcError(f"batch_size must be None (all conditions in one pass) or a positive int, got {batch_size!r}")
     groups: dict[tuple[str, ...], list[int]] = {}
     for k, condition in enumerate(conditions):
         layers = tuple(sorted(name for name in condition if name != OUTPUT))
         groups.setdefault(layers, []).append(k)
-    return groups
+    return [(layers, rows[i:i + (batch_size or len(rows))]) for layers, rows in groups.items()
+            for i in range(0, len(rows), batch_size or len(rows))]
 
 
-def attribute(explainer: Explainer, x: Tensor, conditions: Sequence[dict], target=None) -> ConditionalAttribution:
+def attribute(explainer: Explainer, x: Tensor, conditions: Sequence[dict], target=None, *,
+              batch_size: int | None = None) -> ConditionalAttribution:
     """Conditional relevance for zennit-crp's condition sets.
 
     ``conditions`` is a list of dicts ``{layer: channels, ..., "y": class}``: ``layer`` a module path or node
@@ -122,7 +126,9 @@ def attribute(explainer: Explainer, x: Tensor, conditions: Sequence[dict], targe
     class this condition explains (else ``target`` as in ``explainer(x, target)``: None is the predicted class).
     Several layers in one condition nest: the relevance is masked at each, so the map shows what flows through the
     upper layer's channels *and then* the lower layer's. Every image is explained under every condition: the
-    result's rows are [B, K]. Conditions naming the same layers run as one batched relevance pass."""
+    result's rows are [B, K]. Conditions naming the same layers run as one batched relevance pass, or with
+    ``batch_size`` (zennit-crp's name) in passes of that many conditions: each pass runs the forward again, but
+    smaller batches can run faster on a CPU, whose caches hold their activations (see docs/concepts.md)."""
     build, target = _prepare(explainer, x, target)
     if not isinstance(conditions, (list, tuple)) or not conditions or \
             not all(isinstance(c, dict) and c for c in conditions):
@@ -132,7 +138,7 @@ def attribute(explainer: Explainer, x: Tensor, conditions: Sequence[dict], targe
     heat_rows = relevance = logits = None
     targets = torch.empty(batch, count, dtype=torch.long, device=x.device)
     readouts: dict[str, Tensor] = {}
-    for names, rows in _group(conditions).items():
+    for names, rows in _passes(conditions, batch_size):
         layers = [resolve(explainer, build, name) for name in names]
         masks = []
         for layer in layers:
@@ -165,7 +171,8 @@ def attribute(explainer: Explainer, x: Tensor, conditions: Sequence[dict], targe
     return ConditionalAttribution(heat_rows, relevance, readouts, logits, targets, list(conditions))
 
 
-def conditional_heatmaps(explainer: Explainer, x: Tensor, layer: str, channels, target=None) -> Tensor:
+def conditional_heatmaps(explainer: Explainer, x: Tensor, layer: str, channels, target=None, *,
+                         batch_size: int | None = None) -> Tensor:
     """[B, K, H, W]: for each of the K ``channels`` of ``layer``, the input heatmap of that channel's share of
     the relevance at the layer's output (the relevance of the other channels set to zero there), explaining
     ``target`` as ``explainer(x, target)`` does. One batched relevance pass for all K channels.
@@ -174,7 +181,7 @@ def conditional_heatmaps(explainer: Explainer, x: Tensor, layer: str, channels, 
     ``explainer.layer_names``. Where the layer is a cut of the graph (every path from the input to the output
     passes through it), the maps of all its channels sum to ``explainer(x, target).heatmap()``; relevance on a
     path around the layer (a skip connection around a conv inside a residual block) belongs to none of its
-    channels and is in none of the maps."""
+    channels and is in none of the maps. ``batch_size`` as in ``attribute``."""
     _check_explainer(explainer)
     if hasattr(channels, "tolist"):   # a tensor or a NumPy array
         channels = channels.tolist()
@@ -186,4 +193,4 @@ def conditional_heatmaps(explainer: Explainer, x: Tensor, layer: str, channels, 
         raise LrpcError(f"channels must be a non-empty list of channel indices, got {channels!r}")
     if not all(_is_index(c) for c in channels):
         raise LrpcError(f"channels must be ints (one concept each), got {channels!r}")
-    return attribute(explainer, x, [{layer: [c]} for c in channels], target).heatmap
+    return attribute(explainer, x, [{layer: [c]} for c in channels], target, batch_size=batch_size).heatmap
