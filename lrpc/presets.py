@@ -111,11 +111,18 @@ class Rules:
 
 
 # ------------------------------------------------------------------------------------------------ the presets
+# The view of the map each family ranks best with on lrpc's ground-truth tasks (docs/views.md has the tables).
+CNN_VIEW = ("; recommended view on CNNs: exp.heatmap(smooth='auto') (the stem's receptive-field blur: higher "
+            "insertion-deletion on the ground-truth tasks, docs/views.md)")
+TRANSFORMER_VIEW = ("; recommended view: exp.heatmap(sign='absolute', smooth='auto') (the signed map interleaves "
+                    "both signs over the object and ranks near chance, docs/views.md)")
+
+
 def _otsuki(splitting: Splitting, description: str) -> Rules:
     zplus = ZPlus(epsilon=1e-5, stabilizer="add", bias=False)
     return Rules(conv=zplus, linear=zplus, pool=zplus,
                  layers=(("first", ZPlus(epsilon=1e-5, stabilizer="add", bias=False, ones_input=True)),),
-                 maxpool="avg2x2", splitting=splitting, start="softmax", description=description)
+                 maxpool="avg2x2", splitting=splitting, start="softmax", description=description + CNN_VIEW)
 
 
 def otsuki2024() -> Rules:
@@ -143,7 +150,7 @@ def otsuki2024_mixture(epsilon: float = 1e-6, after_block: int = 8) -> Rules:
     late = Epsilon(epsilon=epsilon)
     return base.replace(layers=base.layers + ((lambda c: c.adds_before >= after_block, late),),
                         description=f"Otsuki et al. appendix D.3: ε={epsilon} after residual block {after_block}, "
-                                    "z+ below, otherwise as otsuki2024")
+                                    "z+ below, otherwise as otsuki2024" + CNN_VIEW)
 
 
 def default(conv_gamma: float | None = None, linear_gamma: float | None = None) -> Rules:
@@ -169,7 +176,7 @@ def _zennit(first: Rule | None, conv: Rule, epsilon: float, stabilizer: float, d
 def epsilon_plus(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Rules:
     return _zennit(None, ZPlus(epsilon=stabilizer), epsilon, stabilizer,
                    "zennit EpsilonPlus with its canonizers: BatchNorm folded, z+ on convs, ε on linear layers, "
-                   "proportional (Norm) adds and average pools, gradient (winner) max-pool")
+                   "proportional (Norm) adds and average pools, gradient (winner) max-pool" + CNN_VIEW)
 
 
 def epsilon_plus_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Rules:
@@ -217,7 +224,7 @@ def _transformer(attention: str, conv_gamma: float | None, linear_gamma: float |
                  maxpool="winner", splitting=Splitting("proportional", True), batchnorm="affine",
                  layernorm="frozen_std", attention=attention, constant_add="proportional",
                  gated_product="half" if attention == "attnlrp" else "frozen_gate", start="logit",
-                 description=description)
+                 description=description + TRANSFORMER_VIEW)
 
 
 def cp_lrp(conv_gamma: float | None = None, linear_gamma: float | None = None) -> Rules:
