@@ -162,7 +162,8 @@ def default(conv_gamma: float | None = None, linear_gamma: float | None = None) 
                              "out, no stabiliser, outputs without positive evidence routed through their negative "
                              "contributions instead of dropped), true max-pool windows (winner-take-all), ratio splitting "
                              "with identity skips and a 0/0 guard; conserves exactly. conv_gamma / linear_gamma: "
-                             "zennit's γ (biases out) instead of z+ on convs / linears outside attention")
+                             "zennit's γ (biases out) instead of z+ on convs / linears outside attention"
+                             + CNN_VIEW + "; on ViTs the raw map (the blur lowers its black-canvas ranking there)")
 
 
 def _zennit(first: Rule | None, conv: Rule, epsilon: float, stabilizer: float, description: str) -> Rules:
