@@ -2,6 +2,7 @@
 
     python benchmarks/paired.py out/resnet_views.json "lrpc otsuki2024 · σ=auto" gradcam
     python benchmarks/paired.py out/resnet_views.json --against gradcam        # every row against one
+    python benchmarks/paired.py out/resnet_views.json --table                  # the rows as quality.py prints them
 
 Only images that both rows evaluated count (``fair`` leaves misclassified images out).
 """
@@ -31,8 +32,16 @@ def main() -> None:
     parser.add_argument("json", type=Path)
     parser.add_argument("rows", nargs="*", help="two row names: first − second")
     parser.add_argument("--against", help="compare every row with this one")
+    parser.add_argument("--table", action="store_true", help="print the rows as a markdown table")
     args = parser.parse_args()
-    methods = json.loads(args.json.read_text())["methods"]
+    payload = json.loads(args.json.read_text())
+    methods = payload["methods"]
+    if args.table:
+        from quality import markdown   # this script's folder is on sys.path when run as a script
+
+        print(markdown(methods, f"{payload['source']}; {payload['correct']} of {payload['images']} classified "
+                                f"correctly."))
+        return
     pairs = ([(name, args.against) for name in methods if name != args.against] if args.against
              else [tuple(args.rows)])
     for first, second in pairs:

@@ -112,11 +112,18 @@ class Rules:
 
 
 # ------------------------------------------------------------------------------------------------ the presets
+# The view of the map each family ranks best with on lrpc's ground-truth tasks (docs/views.md has the tables).
+CNN_VIEW = ("; recommended view on CNNs: exp.heatmap(smooth='auto') (the stem's receptive-field blur: higher "
+            "insertion-deletion on the ground-truth tasks, docs/views.md)")
+TRANSFORMER_VIEW = ("; recommended view: exp.heatmap(sign='absolute', smooth='auto') (the signed map interleaves "
+                    "both signs over the object and ranks near chance, docs/views.md)")
+
+
 def _otsuki(splitting: Splitting, description: str) -> Rules:
     zplus = ZPlus(epsilon=1e-5, stabilizer="add", bias=False)
     return Rules(conv=zplus, linear=zplus, pool=zplus,
                  layers=(("first", ZPlus(epsilon=1e-5, stabilizer="add", bias=False, ones_input=True)),),
-                 maxpool="avg2x2", splitting=splitting, start="softmax", description=description)
+                 maxpool="avg2x2", splitting=splitting, start="softmax", description=description + CNN_VIEW)
 
 
 def otsuki2024() -> Rules:
@@ -144,7 +151,7 @@ def otsuki2024_mixture(epsilon: float = 1e-6, after_block: int = 8) -> Rules:
     late = Epsilon(epsilon=epsilon)
     return base.replace(layers=base.layers + ((lambda c: c.adds_before >= after_block, late),),
                         description=f"Otsuki et al. appendix D.3: ε={epsilon} after residual block {after_block}, "
-                                    "z+ below, otherwise as otsuki2024")
+                                    "z+ below, otherwise as otsuki2024" + CNN_VIEW)
 
 
 def default(conv_gamma: float | None = None, linear_gamma: float | None = None) -> Rules:
@@ -156,7 +163,8 @@ def default(conv_gamma: float | None = None, linear_gamma: float | None = None) 
                              "out, no stabiliser, outputs without positive evidence routed through their negative "
                              "contributions instead of dropped), true max-pool windows (winner-take-all), ratio splitting "
                              "with identity skips and a 0/0 guard; conserves exactly. conv_gamma / linear_gamma: "
-                             "zennit's γ (biases out) instead of z+ on convs / linears outside attention")
+                             "zennit's γ (biases out) instead of z+ on convs / linears outside attention"
+                             + CNN_VIEW + "; on ViTs the raw map (the blur lowers its black-canvas ranking there)")
 
 
 def _zennit(first: Rule | None, conv: Rule, epsilon: float, stabilizer: float, description: str) -> Rules:
@@ -170,7 +178,7 @@ def _zennit(first: Rule | None, conv: Rule, epsilon: float, stabilizer: float, d
 def epsilon_plus(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Rules:
     return _zennit(None, ZPlus(epsilon=stabilizer), epsilon, stabilizer,
                    "zennit EpsilonPlus with its canonizers: BatchNorm folded, z+ on convs, ε on linear layers, "
-                   "proportional (Norm) adds and average pools, gradient (winner) max-pool")
+                   "proportional (Norm) adds and average pools, gradient (winner) max-pool" + CNN_VIEW)
 
 
 def epsilon_plus_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Rules:
@@ -218,7 +226,7 @@ def _transformer(attention: str, conv_gamma: float | None, linear_gamma: float |
                  maxpool="winner", splitting=Splitting("proportional", True), batchnorm="affine",
                  layernorm="frozen_std", attention=attention, constant_add="proportional",
                  gated_product="half" if attention == "attnlrp" else "frozen_gate", start="logit",
-                 description=description)
+                 description=description + TRANSFORMER_VIEW)
 
 
 def cp_lrp(conv_gamma: float | None = None, linear_gamma: float | None = None) -> Rules:
