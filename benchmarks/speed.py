@@ -55,6 +55,11 @@ PRESETS = ("otsuki2024", "default", "epsilon-plus-flat")   # the last one has ze
 COMPILED_PRESETS = ("otsuki2024", "default")
 GOAL_PRESETS = ("otsuki2024", "default")
 TRANSFORMER_PRESETS = ("default", "cp-lrp", "attnlrp")   # eager and compiled on the transformers
+# The floor row each preset is compared with (benchmarks/README.md, "The floor"): z⁺ needs W⁺ on every layer's
+# input and a transposed map, LRP-0 / ε with the bias in z divides by the forward's own output and needs only the
+# transposed map. (epsilon-plus-flat: z⁺ on the convs, which dominate; cp-lrp / attnlrp: LRP-0 on the linears.)
+FLOOR_OF = {"otsuki2024": "floor z+", "default": "floor z+", "epsilon-plus-flat": "floor z+",
+            "cp-lrp": "floor epsilon", "attnlrp": "floor epsilon"}
 
 
 def _vit_s_16() -> nn.Module:
@@ -123,6 +128,47 @@ def _lrpc(preset: str, compiled: bool = False):
     return setup
 
 
+def _floor(family: str):
+    """The cheapest pass a rule family allows: the forward, then for every conv and linear layer (last to first)
+    only the maps its rule cannot do without, on the inputs the forward saw — ``z+``: W⁺ on the layer input
+    (W⁺ and W⁻ on its two sign parts where the input is signed) and as many transposed maps; ``epsilon``: one
+    transposed map (z is the forward's own output). Maps as lrpc runs them (lrpc.linear_maps), no elementwise
+    work, no relevance bookkeeping; attention's own products (an nn.MultiheadAttention's in-projection) are not
+    counted, so on torchvision's ViT the floor is a little low. Hooks on a copy of the model."""
+    from lrpc.linear_maps import LINEAR_MAPS
+
+    def setup(model, x, target, stack):
+        model = copy.deepcopy(model)
+        layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        seen: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
+        for layer in layers:
+            handle = layer.register_forward_hook(lambda m, args, out: seen.__setitem__(m, (args[0], out)))
+            stack.callback(handle.remove)
+        with torch.inference_mode():
+            model(x)
+        plan = []
+        for layer in layers:
+            conv = isinstance(layer, nn.Conv2d)
+            linear_map = LINEAR_MAPS["conv" if conv else "linear"]
+            args = (layer.stride, layer.padding, layer.dilation, layer.groups) if conv else ()
+            w = layer.weight.detach()
+            signed = bool((seen[layer][0] < 0).any())
+            weights = [w] if family == "epsilon" else [w.clamp(min=0)] + ([w.clamp(max=0)] if signed else [])
+            plan.append((layer, linear_map, args, weights))
+
+        def run():
+            with torch.inference_mode():
+                out = model(x)
+                for layer, linear_map, args, weights in reversed(plan):
+                    a, y = seen[layer]
+                    for w in weights:
+                        s = y if family == "epsilon" else linear_map.forward(a, w, None, args)
+                        linear_map.transpose(s, a, w, args)
+                return out
+        return run
+    return setup
+
+
 def _zennit(model, x, target, stack):
     """zennit's EpsilonPlusFlat with its ResNet / VGG canonizer, attached once to a copy of the model (the
     canonizers edit the model they are attached to)."""
@@ -154,11 +200,13 @@ def _installed(module: str) -> bool:
         return False
 
 
-BASELINES = ("forward", "input-gradient")
+BASELINES = ("forward", "input-gradient", "floor z+", "floor epsilon")   # timed in every process
 
 
 def methods(compiled: bool) -> list[Method]:
-    out = [Method("forward", _forward), Method("input-gradient", _input_gradient)]
+    out = [Method("forward", _forward), Method("input-gradient", _input_gradient),
+           Method("floor z+", _floor("z+")),
+           Method("floor epsilon", _floor("epsilon"), applies=lambda arch: arch in TRANSFORMERS)]
     every = dict.fromkeys((*PRESETS, *TRANSFORMER_PRESETS))
     out += [Method(f"lrpc {p}", _lrpc(p), applies=_preset_applies(p, PRESETS)) for p in every]
     if compiled:
@@ -166,7 +214,8 @@ def methods(compiled: bool) -> list[Method]:
                        applies=_preset_applies(p, COMPILED_PRESETS))
                 for p in dict.fromkeys((*COMPILED_PRESETS, *TRANSFORMER_PRESETS))]
     if _installed("zennit"):
-        out.append(Method("zennit EpsilonPlusFlat", _zennit, applies=lambda arch: arch not in TRANSFORMERS))
+        out.append(Method("zennit EpsilonPlusFlat", _zennit,   # its canonizers: ResNet and VGG only
+                          applies=lambda arch: arch.startswith(("resnet", "vgg"))))
     if _installed("captum"):   # captum's LRP has no rule for residual adds: VGG only
         out.append(Method("captum LRP", _captum, applies=lambda arch: arch.startswith("vgg")))
     return out
@@ -279,6 +328,21 @@ class Row:
     peak_rss_mb: float | None = None
     conservation_error: float | None = None   # lrpc rows: the largest per-sample conservation error
     diff_vs_eager: float | None = None        # compiled rows: max |R - R_eager| / max |R_eager|
+    x_floor: float | None = None              # lrpc rows: wall-clock ratio to the rule family's floor, paired by round
+    load_before: float | None = None          # 1-minute load average when this row's process started timing
+    load_after: float | None = None           # ... and when it finished
+
+
+def floor_row(method: str) -> str | None:
+    """The floor row an lrpc row is compared with (``lrpc default compiled`` → ``floor z+``), None for others."""
+    if not method.startswith("lrpc "):
+        return None
+    return FLOOR_OF.get(method.removeprefix("lrpc ").removesuffix(" compiled"))
+
+
+def busy(load_average: float | None) -> bool:
+    """A load above the core count: the row measured its share of an oversubscribed CPU, not its speed."""
+    return load_average is not None and load_average > (os.cpu_count() or 1)
 
 
 def time_cell_here(arch: str, batch: int, chosen: list[Method], repeats: int, log) -> list[Row]:
@@ -300,6 +364,7 @@ def time_cell_here(arch: str, batch: int, chosen: list[Method], repeats: int, lo
         rounds = {name: [] for name in calls}
         cpu_rounds = {name: [] for name in calls}
         names = list(calls)
+        load_before = os.getloadavg()[0]
         for r in range(repeats):
             for name in names[r % len(names):] + names[:r % len(names)]:
                 start, cpu_start = time.perf_counter(), time.process_time()
@@ -307,19 +372,23 @@ def time_cell_here(arch: str, batch: int, chosen: list[Method], repeats: int, lo
                 synchronize()
                 rounds[name].append(time.perf_counter() - start)
                 cpu_rounds[name].append(time.process_time() - cpu_start)
+        load_after = os.getloadavg()[0]
     rows = []
     for name, ts in rounds.items():
         med, cpu = statistics.median(ts), statistics.median(cpu_rounds[name])
         conservation, difference = checks.get(name, (None, None))
         rows.append(Row(arch, batch, name, group, med, (max(ts) - min(ts)) / med, cpu,
                         (max(cpu_rounds[name]) - min(cpu_rounds[name])) / cpu, ts, cpu_rounds[name], first[name],
-                        batch / med, conservation_error=conservation, diff_vs_eager=difference))
+                        batch / med, conservation_error=conservation, diff_vs_eager=difference,
+                        load_before=load_before, load_after=load_after))
     by_name = {r.method: r for r in rows}
     for r in rows:
         r.x_forward = paired_ratio(r, by_name["forward"])
         r.x_input_gradient = paired_ratio(r, by_name["input-gradient"])
         r.cpu_x_forward = paired_cpu_ratio(r, by_name["forward"])
         r.cpu_x_input_gradient = paired_cpu_ratio(r, by_name["input-gradient"])
+        floor = by_name.get(floor_row(r.method))
+        r.x_floor = None if floor is None else paired_ratio(r, floor)
     return rows
 
 
@@ -465,14 +534,20 @@ def markdown(rows: list[Row], compile_s: dict, goal_rows: list[dict], env: dict,
              "Compiled rows are timed in their own process, round-robin with a forward and an input-gradient pass "
              "of their own: their ratios are to those.", ""]
     lines += ["| model | batch | method | wall ms | spread | CPU ms | spread | images/s | × forward wall / CPU | "
-              "× input-grad wall / CPU | call MB | peak RSS MB |",
-              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "× input-grad wall / CPU | × floor | call MB | peak RSS MB | load before → after |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         mem = ("–", "–") if r.call_mb is None else (f"{r.call_mb:.0f}", f"{r.peak_rss_mb:.0f}")
+        floor = "–" if r.x_floor is None else f"{r.x_floor:.2f}"
+        loads = "–" if r.load_before is None else (f"{r.load_before:.1f} → {r.load_after:.1f}"
+                                                   f"{' **BUSY**' if busy(max(r.load_before, r.load_after)) else ''}")
         lines.append(f"| {r.model} | {r.batch} | {r.method} | {1e3 * r.median_s:.0f} | {100 * r.spread:.0f}% | "
                      f"{1e3 * r.cpu_s:.0f} | {100 * r.cpu_spread:.0f}% | {r.images_per_s:.1f} | "
                      f"{r.x_forward:.2f} / {r.cpu_x_forward:.2f} | {r.x_input_gradient:.2f} / "
-                     f"{r.cpu_x_input_gradient:.2f} | {mem[0]} | {mem[1]} |")
+                     f"{r.cpu_x_input_gradient:.2f} | {floor} | {mem[0]} | {mem[1]} | {loads} |")
+    if any(busy(r.load_before) or busy(r.load_after) for r in rows if r.load_before is not None):
+        lines += ["", f"**BUSY**: the 1-minute load average exceeded this host's {os.cpu_count()} cores while the "
+                  "row's process timed it: its times measure a share of an oversubscribed CPU; rerun it idle."]
     compiled = [r for r in rows if r.method.endswith("compiled")]
     explained = [r for r in rows if r.conservation_error is not None]
     if explained:
@@ -528,6 +603,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--targets", type=int, default=5, help="K for the multi-target timing: one image, K "
                         "classes, one explain_targets call against K calls (default 5; 1 = skip)")
     parser.add_argument("--json", default=None, help="also write the results as JSON to this path")
+    parser.add_argument("--refuse-busy", action="store_true", help="stop (keeping what was measured) instead of "
+                        "timing a table while the 1-minute load average exceeds the core count; without it such "
+                        "rows are marked BUSY")
     parser.add_argument("--from-json", default=None, help="print the tables of a (possibly partial) JSON result")
     parser.add_argument("--memory-child", nargs=3, metavar=("MODEL", "BATCH", "METHOD"), help=argparse.SUPPRESS)
     parser.add_argument("--compile-child", metavar="MODEL", help=argparse.SUPPRESS)
@@ -603,8 +681,13 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 if not names:
                     continue
-                names = [*BASELINES, *(n for n in names if n not in BASELINES)]
+                names = [*(m.name for m in applicable if m.name in BASELINES),
+                         *(n for n in names if n not in BASELINES)]
                 log(f"{arch} batch {batch} ({group}): timing {len(names)} methods, load {load()}")
+                if args.refuse_busy and busy(os.getloadavg()[0]):
+                    save()
+                    raise SystemExit(f"load average {load()} exceeds the {os.cpu_count()} cores: refusing to time "
+                                     f"{arch} batch {batch} ({group}); the rows so far are in {args.json}")
                 part = time_cell(arch, batch, group, names, repeats, args.threads)
                 if group == "eager" and batch == memory_batch:
                     for r in part:

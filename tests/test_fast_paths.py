@@ -150,3 +150,37 @@ def test_zero_epsilon_with_a_shift_stabiliser_is_lrp0_not_nan(stabilizer):
     explanation = lrpc.compile(model, rules=lrpc.Rules(conv=rule, linear=rule, pool=rule), example_input=x)(x)
     assert bool(torch.isfinite(explanation.relevance).all())
     assert float(explanation.relevance[:, :, :4, :4].abs().max()) == 0.0   # nothing reaches a blank window
+
+
+@pytest.mark.parametrize("channels,kernel,stride,padding,dilation,groups", [
+    ((3, 4), 7, 2, 3, 1, 1),     # a ResNet stem: the input-gradient kernel, now on one channel
+    ((4, 6), 3, 1, 1, 1, 2),     # grouped, the flipped-kernel path
+    ((6, 6), 3, 2, 1, 1, 6),     # depthwise, strided
+    ((4, 4), 3, 1, 2, 2, 1),     # dilated, padded beyond the kernel
+    ((3, 5), 2, 3, 0, 1, 1),     # a stride that leaves a remainder
+])
+def test_flat_on_one_channel_matches_the_dense_flat_rule(channels, kernel, stride, padding, dilation, groups):
+    """The flat rule's one-channel kernel against the rule written per connection (tests/reference.py), both
+    layouts; and on a token model's linear layer (features last)."""
+    from reference import dense, lrp_dense
+    from lrpc.rules import flat_kernel
+    g = torch.Generator().manual_seed(0)
+    cin, cout = channels
+    a = torch.randn(2, cin, 10, 10, generator=g, dtype=torch.float64)
+    ones = torch.ones(cout, cin // groups, kernel, kernel, dtype=torch.float64)
+    args = ((stride,) * 2, (padding,) * 2, (dilation,) * 2, groups)
+    r = torch.randn_like(CONV.forward(a, ones, None, args))
+    W = dense(lambda e: F.conv2d(e, ones, None, stride, padding, dilation, groups), a.shape[1:])
+    expected = torch.stack([lrp_dense("flat", W, None, a[b].flatten(), r[b].flatten(), eps=1e-6)
+                            for b in range(2)]).view_as(a)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        got = flat_kernel(a.contiguous(memory_format=layout), None, r.contiguous(memory_format=layout), ones, None,
+                          map="conv", args=args, nonneg=False, eps=1e-6, stab="sign")
+        assert torch.allclose(got, expected, rtol=1e-12, atol=1e-14) and got.is_contiguous(memory_format=layout)
+    tokens = torch.randn(2, 5, 7, generator=g, dtype=torch.float64)
+    r = torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
+    W = torch.ones(3, 7, dtype=torch.float64)
+    got = flat_kernel(tokens, None, r, W, None, map="linear", args=(), nonneg=False, eps=1e-6, stab="sign")
+    expected = torch.stack([torch.stack([lrp_dense("flat", W, None, tokens[b, t], r[b, t], eps=1e-6)
+                                         for t in range(5)]) for b in range(2)])
+    assert torch.allclose(got, expected, rtol=1e-12, atol=1e-14)

@@ -125,7 +125,8 @@ def _uniform(a, out, consts, kw):
 
 
 DECOMPOSITIONS = {rules.epsilon_kernel: _epsilon, rules.alpha_beta_kernel: _alpha_beta,
-                  rules.gamma_kernel: _gamma, rules.zbox_kernel: _zbox, rules.uniform_kernel: _uniform}
+                  rules.gamma_kernel: _gamma, rules.zbox_kernel: _zbox, rules.uniform_kernel: _uniform,
+                  rules.flat_kernel: _uniform}
 
 
 def decompose(call: KernelCall, a: Tensor, out: Tensor, layer: str) -> list[Part]:
