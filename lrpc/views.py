@@ -127,8 +127,6 @@ def _reflected_indices(length: int, radius: int, device) -> torch.Tensor:
 def heatmap_view(heat: torch.Tensor, *, sign: str = "signed", smooth: Smooth = None, quantize: int | None = None,
                  auto: Callable[[], tuple[float, ...]] = lambda: ()) -> torch.Tensor:
     """Steps 2-4 of the reading order on a channel-summed map ``heat`` [B, *spatial]."""
-    if sign not in SIGNS:
-        raise LrpcError(f"sign must be one of {SIGNS}, got {sign!r}")
     if quantize is not None and (not isinstance(quantize, int) or isinstance(quantize, bool) or quantize < 2):
         raise LrpcError(f"quantize must be None or an int >= 2 (the number of levels), got {quantize!r}")
     sigmas = resolve_smooth(smooth, heat.dim() - 1, auto)
