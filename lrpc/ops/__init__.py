@@ -164,19 +164,20 @@ def op_info(node: fx.Node, ctx: Context) -> OpInfo:
     if node.op in ("get_attr", "output") or not is_tensor(node) or not depends_on_input(node) \
             or node.meta.get("lrpc_constant_part"):
         return OpInfo("inert")
-    if node.meta.get("lrpc_mixes_samples"):
-        raise Unsupported("its values of one sample depend on other samples of the batch (or lrpc cannot tell "
-                          "which elements belong to which sample), measured at compile time; lrpc explains "
-                          "each sample on its own")
     handler = TABLE.get(packet(node))
     if handler is None:
         raise Unsupported("no relevance op for this operation (extend lrpc.ops with an entry for it)")
     try:
-        return handler(node, ctx)
+        info = handler(node, ctx)
     except Unsupported:
         raise
     except Exception as exc:   # a form of the op its entry does not expect: named in the audit, not a traceback
         raise Unsupported(f"its entry in lrpc.ops cannot read this call ({type(exc).__name__}: {exc})") from exc
+    if node.meta.get("lrpc_mixes_samples"):   # the entry's own reason, when it has one, says more
+        raise Unsupported("its values of one sample depend on other samples of the batch (or lrpc cannot tell "
+                          "which elements belong to which sample), measured at compile time; lrpc explains "
+                          "each sample on its own")
+    return info
 
 
 _load_families()
