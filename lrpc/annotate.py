@@ -190,7 +190,7 @@ def _check_rule(plan: NodePlan, gm: fx.GraphModule) -> None:
     rule, info, n = plan.rule, plan.info, plan.node
     problem = None
     if rule.needs_weights and not LINEAR_MAPS[info.map].weighted:
-        problem = f"rule {rule.name} needs weights but {info.map} has none"
+        problem = f"rule {rule.name} needs weights but {getattr(packet(n), '__name__', info.map)} has none"
     elif isinstance(rule, Pass) and shape(info.inputs[0]) != shape(n):
         problem = f"rule pass needs equal input and output shapes, got {shape(info.inputs[0])} -> {shape(n)}"
     elif rule.name == "zbox" and info.map == "conv" and info.args[3] != 1:

@@ -147,7 +147,7 @@ def test_bad_rule_parameters():
 def test_rule_that_does_not_fit_its_layer():
     rules = lrpc.Rules(pool=lrpc.rules.Gamma())
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
-    with pytest.raises(LrpcError, match="rule gamma needs weights but adaptive_avg_pool has none"):
+    with pytest.raises(LrpcError, match="rule gamma needs weights but adaptive_avg_pool2d has none"):
         lrpc.compile(model, rules=rules, example_input=torch.randn(1, 3, 8, 8))
 
 
