@@ -20,7 +20,7 @@ import torch
 from .errors import LrpcError
 from .kernels import in_place
 from .linear_maps import LINEAR_MAPS
-from .stabilizers import MODES, divide
+from .stabilizers import MODES, divide, may_be_zero
 
 Tensor = torch.Tensor
 
@@ -145,13 +145,9 @@ def _contribution_part(m, args, r, terms, bias, eps, stab, *, nonneg_z=False, ze
     else:
         if stab in ("sign", "add") and eps == 0:
             stab = "none"   # no shift at all is LRP-0, 0/0 := 0 (as ``divide`` has it)
-        if zero_mask or stab == "none":
-            if nonneg_z and not torch.compiler.is_compiling():
-                tiny = torch.finfo(z.dtype).tiny   # below the smallest normal number r / z overflows: zero
-                zero = (z < tiny) if z.numel() and bool(z.min() < tiny) else None  # z >= 0: one reduction tells
-            else:
-                zero = z.abs() < torch.finfo(z.dtype).tiny
-                zero = zero if _needed(zero) else None
+        if zero_mask or stab == "none":   # below the smallest normal number r / z overflows: zero
+            tiny = torch.finfo(z.dtype).tiny
+            zero = ((z < tiny) if nonneg_z else (z.abs() < tiny)) if may_be_zero(z) else None
     if nonneg_z and stab == "sign":
         stab = "add"  # sign(z) = +1 on z >= 0: the same value without the where
     s = _divide_own(r, z, stab, eps, zero)
