@@ -197,11 +197,37 @@ def _orphan_relevance(m, args, nonneg, eps, stab, empty, a, w_pos, w_neg, valid=
         empty = empty * zero_neg
         if not _needed(empty != 0):
             return out
-    ones = torch.ones_like(w_pos) if m.weighted else None
-    count = m.forward(torch.ones_like(a[:1]) if valid is None else valid, ones, None, args)
-    spread = m.transpose(divide(empty, count, "none", 0.0), _batch_like(a, empty.shape[0]), ones, args)
-    spread = spread if valid is None else spread * valid
+    like = _batch_like(a, empty.shape[0])
+    if m.name in ("conv", "linear"):
+        spread = _uniform_spread(m, args, empty, like, torch.ones_like(w_pos[:1, :1]), "none", 0.0, valid)
+    else:   # a pool: its implicit weights are the window's
+        count = m.forward(torch.ones_like(a[:1]) if valid is None else valid, None, None, args)
+        spread = m.transpose(divide(empty, count, "none", 0.0), like, None, args)
+        spread = spread if valid is None else spread * valid
     return spread if out is None else out + spread
+
+
+def _uniform_spread(m, args, r, a, taps, stab, eps, valid=None):
+    """r / stab(z) through the transpose of a conv or linear layer with all-ones weights, z that layer's output
+    on an all-ones input (``valid``: 1 on real positions, 0 on an explicit zero pad, as input instead): every
+    input of a window gets an even share. z is the same for all output channels (in-channels per group × valid
+    taps of the window) and every input of a group receives the same sum, so the map runs on ONE channel — r
+    summed over each group's output channels — instead of as wide as the layer (ResNet-50's first conv: that
+    transpose costs 5x its forward). ``taps``: all-ones weights [1, 1, *kernel] ([1, 1] for a linear layer)."""
+    if m.name == "linear":   # every input feature feeds every output: z = in_features
+        s = divide(r.sum(-1, keepdim=True), r.new_full((), a.shape[-1]), stab, eps)
+        return torch.empty_like(a).copy_(s.expand_as(a))
+    groups, one_channel = args[3], (*args[:3], 1)
+    batch, channels, *space = a.shape
+    ones = torch.ones_like(a[:1, :1]) if valid is None else valid[:, :1]
+    z = m.forward(ones, taps, None, one_channel) * (channels // groups)
+    per_group = r.unflatten(1, (groups, -1)).sum(2).flatten(0, 1).unsqueeze(1)   # [B·groups, 1, *out]
+    spread = m.transpose(divide(per_group, z, stab, eps), a[:1, :1].expand(len(per_group), 1, *space), taps,
+                         one_channel)
+    spread = spread if valid is None else spread * valid[:, :1]
+    relevance = torch.empty_like(a)
+    relevance.unflatten(1, (groups, -1)).copy_(spread.view(batch, groups, 1, *space))
+    return relevance
 
 
 def positive_stabilizer(m, eps: float, stab: str, eps_in_bias: bool) -> tuple[float, str, bool]:
@@ -394,25 +420,12 @@ def uniform_kernel(a, out, r, weight, bias, *, map, args, nonneg, eps, stab):
 
 
 def flat_kernel(a, out, r, weight, bias, *, map, args, nonneg, eps, stab):
-    """Flat. On a conv or linear layer, with inputs and weights all one, an output's z is the same for all its
-    channels (in-channels per group × valid taps of its window) and every input of a group receives the same
-    sum, so the map runs on ONE channel — the relevance summed over each group's output channels — instead of
-    as wide as the layer with all-ones weights (ResNet-50's first conv: that transpose costs 5x its forward)."""
+    """Flat: an even share for every input of an output's window; on conv and linear layers on one channel
+    (``_uniform_spread``), on pools through their own map."""
+    m = LINEAR_MAPS[map]
     if map not in ("conv", "linear"):
         return uniform_kernel(a, out, r, weight, bias, map=map, args=args, nonneg=nonneg, eps=eps, stab=stab)
-    if map == "linear":   # every input feature feeds every output: z = in_features
-        s = divide(r.sum(-1, keepdim=True), r.new_full((), a.shape[-1]), stab, eps)
-        return torch.empty_like(a).copy_(s.expand_as(a))
-    m, groups, one_channel = LINEAR_MAPS[map], args[3], (*args[:3], 1)
-    batch, channels, *space = a.shape
-    taps = weight[:1, :1]
-    z = m.forward(torch.ones_like(a[:1, :1]), taps, None, one_channel) * (channels // groups)
-    per_group = r.unflatten(1, (groups, -1)).sum(2).flatten(0, 1).unsqueeze(1)   # [B·groups, 1, *out]
-    spread = m.transpose(divide(per_group, z, stab, eps), a[:1, :1].expand(len(per_group), 1, *space), taps,
-                         one_channel)
-    relevance = torch.empty_like(a)
-    relevance.unflatten(1, (groups, -1)).copy_(spread.view(batch, groups, 1, *space))
-    return relevance
+    return _uniform_spread(m, args, r, a, weight[:1, :1], stab, eps)
 
 
 @dataclass(frozen=True)
