@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from . import windows
 from .errors import LrpcError
-from .stabilizers import divide
+from .stabilizers import divide, may_be_zero
 
 aten = torch.ops.aten
 
@@ -169,12 +169,14 @@ def frozen_matmul(r, a, b, out, *, frozen: int) -> torch.Tensor:
     factor. An output whose contributions are all zero sends its relevance in proportion to the frozen weights
     alone (as z⁺'s fallback spreads over a window), so nothing is lost."""
     s = _z_share(r, out)
-    orphans = torch.where(out.abs() < torch.finfo(out.dtype).tiny, r, 0.0)
-    if frozen == 0:
-        spread = a.transpose(-1, -2) @ divide(orphans, a.sum(-1, keepdim=True), "none", 0.0)
-        return (b * (a.transpose(-1, -2) @ s) + spread).sum_to_size(b.shape)
-    spread = divide(orphans, b.sum(-2, keepdim=True), "none", 0.0) @ b.transpose(-1, -2)
-    return (a * (s @ b.transpose(-1, -2)) + spread).sum_to_size(a.shape)
+    relevance = b * (a.transpose(-1, -2) @ s) if frozen == 0 else a * (s @ b.transpose(-1, -2))
+    if may_be_zero(out):   # eager code skips the spread's matmul where no output is zero (nearly always)
+        orphans = torch.where(out.abs() < torch.finfo(out.dtype).tiny, r, 0.0)
+        if frozen == 0:
+            relevance = relevance + a.transpose(-1, -2) @ divide(orphans, a.sum(-1, keepdim=True), "none", 0.0)
+        else:
+            relevance = relevance + divide(orphans, b.sum(-2, keepdim=True), "none", 0.0) @ b.transpose(-1, -2)
+    return relevance.sum_to_size(b.shape if frozen == 0 else a.shape)
 
 
 def matmul_product(r, a, b, out) -> tuple[torch.Tensor, torch.Tensor]:

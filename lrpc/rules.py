@@ -20,7 +20,7 @@ import torch
 from .errors import LrpcError
 from .kernels import in_place
 from .linear_maps import LINEAR_MAPS
-from .stabilizers import MODES, divide
+from .stabilizers import MODES, divide, may_be_zero
 
 Tensor = torch.Tensor
 
@@ -134,6 +134,9 @@ def _contribution_part(m, args, r, terms, bias, eps, stab, *, nonneg_z=False, ze
     when nowhere).
     ``nonneg_z``: every contribution is >= 0 (z⁺'s positive part), so the sign stabiliser is z + eps;
     ``z_positive``: the bias holds the stabiliser, so z > 0 and r / z is the whole division."""
+    merged = _merge_sign_parts(m, args, terms)
+    if merged is not None:
+        terms = merged
     z = None
     for x, w in terms:
         zx = m.forward(x, w, bias, args)
@@ -144,13 +147,9 @@ def _contribution_part(m, args, r, terms, bias, eps, stab, *, nonneg_z=False, ze
     else:
         if stab in ("sign", "add") and eps == 0:
             stab = "none"   # no shift at all is LRP-0, 0/0 := 0 (as ``divide`` has it)
-        if zero_mask or stab == "none":
-            if nonneg_z and not torch.compiler.is_compiling():
-                tiny = torch.finfo(z.dtype).tiny   # below the smallest normal number r / z overflows: zero
-                zero = (z < tiny) if z.numel() and bool(z.min() < tiny) else None  # z >= 0: one reduction tells
-            else:
-                zero = z.abs() < torch.finfo(z.dtype).tiny
-                zero = zero if _needed(zero) else None
+        if zero_mask or stab == "none":   # below the smallest normal number r / z overflows: zero
+            tiny = torch.finfo(z.dtype).tiny
+            zero = ((z < tiny) if nonneg_z else (z.abs() < tiny)) if may_be_zero(z) else None
     if nonneg_z and stab == "sign":
         stab = "add"  # sign(z) = +1 on z >= 0: the same value without the where
     s = _divide_own(r, z, stab, eps, zero)
@@ -158,7 +157,26 @@ def _contribution_part(m, args, r, terms, bias, eps, stab, *, nonneg_z=False, ze
     for x, w in terms:
         rx = _times_input(m.transpose(s, _batch_like(x, s.shape[0]), w, args), x, m.weighted)
         out = rx if out is None else out + rx
+    if merged is not None:   # the two sign parts' relevance, side by side in the channels: added (in their layout)
+        out = out[:, :out.shape[1] // 2] + out[:, out.shape[1] // 2:]
     return out, zero
+
+
+FEW_CHANNELS = 4
+
+
+def _merge_sign_parts(m, args, terms):
+    """Two sign parts of an ungrouped conv on a signed input with at most ``FEW_CHANNELS`` channels (an image:
+    the first layer) as ONE part: the inputs side by side in the channels, the weights likewise. oneDNN runs a
+    conv with that few input (and its transpose with that few output) channels far below its peak, so one conv
+    over both parts costs about what one part alone does: on ResNet-50's stem, z 2.5 → 1.3 and the two
+    transposes 4.1 → 2.3 forward convs of that layer. None where this does not apply."""
+    if m.name != "conv" or len(terms) != 2 or args[3] != 1:
+        return None
+    (x0, w0), (x1, w1) = terms
+    if x0.shape != x1.shape or x0.shape[1] > FEW_CHANNELS:
+        return None
+    return [(torch.cat((x0, x1), 1), torch.cat((w0, w1), 1))]
 
 
 def _needed(mask: Tensor) -> bool:
@@ -181,11 +199,37 @@ def _orphan_relevance(m, args, nonneg, eps, stab, empty, a, w_pos, w_neg, valid=
         empty = empty * zero_neg
         if not _needed(empty != 0):
             return out
-    ones = torch.ones_like(w_pos) if m.weighted else None
-    count = m.forward(torch.ones_like(a[:1]) if valid is None else valid, ones, None, args)
-    spread = m.transpose(divide(empty, count, "none", 0.0), _batch_like(a, empty.shape[0]), ones, args)
-    spread = spread if valid is None else spread * valid
+    like = _batch_like(a, empty.shape[0])
+    if m.name in ("conv", "linear"):
+        spread = _uniform_spread(m, args, empty, like, torch.ones_like(w_pos[:1, :1]), "none", 0.0, valid)
+    else:   # a pool: its implicit weights are the window's
+        count = m.forward(torch.ones_like(a[:1]) if valid is None else valid, None, None, args)
+        spread = m.transpose(divide(empty, count, "none", 0.0), like, None, args)
+        spread = spread if valid is None else spread * valid
     return spread if out is None else out + spread
+
+
+def _uniform_spread(m, args, r, a, taps, stab, eps, valid=None):
+    """r / stab(z) through the transpose of a conv or linear layer with all-ones weights, z that layer's output
+    on an all-ones input (``valid``: 1 on real positions, 0 on an explicit zero pad, as input instead): every
+    input of a window gets an even share. z is the same for all output channels (in-channels per group × valid
+    taps of the window) and every input of a group receives the same sum, so the map runs on ONE channel — r
+    summed over each group's output channels — instead of as wide as the layer (ResNet-50's first conv: that
+    transpose costs 5x its forward). ``taps``: all-ones weights [1, 1, *kernel] ([1, 1] for a linear layer)."""
+    if m.name == "linear":   # every input feature feeds every output: z = in_features
+        s = divide(r.sum(-1, keepdim=True), r.new_full((), a.shape[-1]), stab, eps)
+        return torch.empty_like(a).copy_(s.expand_as(a))
+    groups, one_channel = args[3], (*args[:3], 1)
+    batch, channels, *space = a.shape
+    ones = torch.ones_like(a[:1, :1]) if valid is None else valid[:, :1]
+    z = m.forward(ones, taps, None, one_channel) * (channels // groups)
+    per_group = r.unflatten(1, (groups, -1)).sum(2).flatten(0, 1).unsqueeze(1)   # [B·groups, 1, *out]
+    spread = m.transpose(divide(per_group, z, stab, eps), a[:1, :1].expand(len(per_group), 1, *space), taps,
+                         one_channel)
+    spread = spread if valid is None else spread * valid[:, :1]
+    relevance = torch.empty_like(a)
+    relevance.unflatten(1, (groups, -1)).copy_(spread.view(batch, groups, 1, *space))
+    return relevance
 
 
 def positive_stabilizer(m, eps: float, stab: str, eps_in_bias: bool) -> tuple[float, str, bool]:
@@ -379,25 +423,12 @@ def uniform_kernel(a, out, r, weight, bias, *, map, args, nonneg, eps, stab):
 
 
 def flat_kernel(a, out, r, weight, bias, *, map, args, nonneg, eps, stab):
-    """Flat. On a conv or linear layer, with inputs and weights all one, an output's z is the same for all its
-    channels (in-channels per group × valid taps of its window) and every input of a group receives the same
-    sum, so the map runs on ONE channel — the relevance summed over each group's output channels — instead of
-    as wide as the layer with all-ones weights (ResNet-50's first conv: that transpose costs 5x its forward)."""
+    """Flat: an even share for every input of an output's window; on conv and linear layers on one channel
+    (``_uniform_spread``), on pools through their own map."""
+    m = LINEAR_MAPS[map]
     if map not in ("conv", "linear"):
         return uniform_kernel(a, out, r, weight, bias, map=map, args=args, nonneg=nonneg, eps=eps, stab=stab)
-    if map == "linear":   # every input feature feeds every output: z = in_features
-        s = divide(r.sum(-1, keepdim=True), r.new_full((), a.shape[-1]), stab, eps)
-        return torch.empty_like(a).copy_(s.expand_as(a))
-    m, groups, one_channel = LINEAR_MAPS[map], args[3], (*args[:3], 1)
-    batch, channels, *space = a.shape
-    taps = weight[:1, :1]
-    z = m.forward(torch.ones_like(a[:1, :1]), taps, None, one_channel) * (channels // groups)
-    per_group = r.unflatten(1, (groups, -1)).sum(2).flatten(0, 1).unsqueeze(1)   # [B·groups, 1, *out]
-    spread = m.transpose(divide(per_group, z, stab, eps), a[:1, :1].expand(len(per_group), 1, *space), taps,
-                         one_channel)
-    relevance = torch.empty_like(a)
-    relevance.unflatten(1, (groups, -1)).copy_(spread.view(batch, groups, 1, *space))
-    return relevance
+    return _uniform_spread(m, args, r, a, weight[:1, :1], stab, eps)
 
 
 @dataclass(frozen=True)

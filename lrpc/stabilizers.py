@@ -24,5 +24,19 @@ def divide(r: torch.Tensor, z: torch.Tensor, mode: str, eps: float) -> torch.Ten
         dims = tuple(range(1, z.dim()))
         return r / (z + eps * z.square().mean(dims, keepdim=True).sqrt() + 1e-9)
     if mode == "none":   # |z| below the smallest normal number counts as 0 (r / z is inf or NaN there: replaced)
+        if not may_be_zero(z):
+            return r / z
         return torch.where(z.abs() < torch.finfo(z.dtype).tiny, 0.0, r / z)
     raise ValueError(f"unknown stabiliser mode {mode!r}; choose one of {MODES}")
+
+
+def may_be_zero(z: torch.Tensor) -> bool:
+    """Whether some |z| is below the smallest normal number, where LRP-0 defines r / z as 0. Eager code asks
+    with one read-only pass (the smallest |z|) and skips the guard, whose abs, compare and where are three
+    more passes over z (LRP-0's guarded divisions were 22 % of eager cp-lrp on Swin-T). Compiled graphs always
+    answer True: a data-dependent branch would split the graph, and inductor fuses the guard into the division."""
+    if torch.compiler.is_compiling():
+        return True
+    if z.numel() == 0:
+        return False
+    return not bool(torch.linalg.vector_norm(z, float("-inf")) >= torch.finfo(z.dtype).tiny)   # NaN: guarded

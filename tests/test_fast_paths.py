@@ -184,3 +184,24 @@ def test_flat_on_one_channel_matches_the_dense_flat_rule(channels, kernel, strid
     expected = torch.stack([torch.stack([lrp_dense("flat", W, None, tokens[b, t], r[b, t], eps=1e-6)
                                          for t in range(5)]) for b in range(2)])
     assert torch.allclose(got, expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("channels,stride,padding", [(3, 2, 3), (1, 1, 1), (5, 2, 1)])
+def test_zplus_on_a_signed_image_matches_the_dense_rule(channels, stride, padding):
+    """z⁺ on a signed input of few channels (an image: both sign parts run as one conv, side by side in the
+    channels) and of more (two convs), against the rule written per connection."""
+    from reference import dense, lrp_dense
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(2, channels, 11, 11, generator=g, dtype=torch.float64)
+    w = torch.randn(6, channels, 7 if stride == 2 and padding == 3 else 3, 7 if stride == 2 and padding == 3 else 3,
+                    generator=g, dtype=torch.float64)
+    args = ((stride,) * 2, (padding,) * 2, (1, 1), 1)
+    r = torch.randn_like(CONV.forward(a, w, None, args))
+    got = alpha_beta_kernel(a, None, r, w.clamp(min=0), w.clamp(max=0), None, None, map="conv", args=args,
+                            nonneg=False, alpha=1.0, beta=0.0, eps=1e-6, stab="sign", ones_input=False,
+                            fallback=False, eps_in_bias=False)
+    W = dense(lambda e: F.conv2d(e, w, None, stride, padding), a.shape[1:])
+    zero_bias = torch.zeros(W.shape[0], dtype=torch.float64)
+    expected = torch.stack([lrp_dense("zplus", W, zero_bias, a[b].flatten(), r[b].flatten(), eps=1e-6, bias=False)
+                            for b in range(2)]).view_as(a)
+    assert torch.allclose(got, expected, rtol=1e-10, atol=1e-13)
