@@ -32,7 +32,7 @@ import torch.fx as fx
 
 from .. import kernels, rules
 from ..errors import LrpcError
-from ..splitting import split_add
+from ..splitting import ancestors, split_add
 from .layers import Layer, sample_layout
 
 # Relevance ops whose forward activations may have batch 1 against K rows of relevance (with these extra keyword
@@ -129,7 +129,7 @@ class _Rewrite:
         masks = [graph.placeholder(f"mask_{i}", default_value=None) for i in range(len(self.given))]
         output = next(n for n in nodes if n.op == "output")
         logits_node, _, input_relevance = output.args[0][:3]
-        needed = self.ancestors([logits_node, input_relevance] + [n for n in nodes if n.name in self.at])
+        needed = ancestors([logits_node, input_relevance] + [n for n in nodes if n.name in self.at])
         in_relevance = False
         resolved = logits = None
         for n in nodes[2:]:
@@ -169,16 +169,6 @@ class _Rewrite:
         graph.output((self.env[logits_node], resolved, heat, readouts))
         graph.eliminate_dead_code()
         return fx.GraphModule(source, graph, class_name="ConditionalRelevanceModule")
-
-    @staticmethod
-    def ancestors(nodes: list[fx.Node]) -> set[fx.Node]:
-        found, stack = set(), list(nodes)
-        while stack:
-            n = stack.pop()
-            if n not in found:
-                found.add(n)
-                stack.extend(n.all_input_nodes)
-        return found
 
     def copy_relevance_op(self, n: fx.Node) -> None:
         carried = [i for i in n.all_input_nodes if i in self.level]
