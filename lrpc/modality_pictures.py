@@ -133,14 +133,7 @@ def save_slices(heat, path: str | os.PathLike, volume=None, index: tuple[int, in
 
 # ----------------------------------------------------------------------------------- signals, spectrograms
 def _figure(width_px: int, height_px: int):
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("lrpc.viz draws signals and spectrograms with matplotlib: pip install 'lrpc[viz]'") from exc
-    figure = Figure(figsize=(width_px / 100, height_px / 100), dpi=100)
-    FigureCanvasAgg(figure)
-    return figure
+    return viz.blank_figure(width_px, height_px, "lrpc.viz draws signals and spectrograms")
 
 
 def save_signal(heat, path: str | os.PathLike, signal=None, sample_rate: float | None = None,
