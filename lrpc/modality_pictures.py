@@ -136,6 +136,13 @@ def _figure(width_px: int, height_px: int):
     return viz.blank_figure(width_px, height_px, "lrpc.viz draws signals and spectrograms")
 
 
+def _save(figure, path: str | os.PathLike) -> Path:
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, format="png", facecolor="white")
+    return path
+
+
 def save_signal(heat, path: str | os.PathLike, signal=None, sample_rate: float | None = None,
                 channel_names=None, cmap: str = "signed", percentile: float = viz.DEFAULT_PERCENTILE) -> Path:
     """A waveform's [T] or a multichannel signal's [C, T] relevance, one row per channel: the signal (or, without
@@ -164,10 +171,7 @@ def save_signal(heat, path: str | os.PathLike, signal=None, sample_rate: float |
                      extent=(time[0], time[-1] if len(time) > 1 else 1.0, 0, 1))
         strip.set_yticks([])
     axes[-1].set_xlabel("time (s)" if sample_rate else "sample", fontsize=8)
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, format="png", facecolor="white")
-    return path
+    return _save(figure, path)
 
 
 def save_spectrogram(heat, path: str | os.PathLike, spectrogram=None, cmap: str = "signed",
@@ -186,7 +190,4 @@ def save_spectrogram(heat, path: str | os.PathLike, spectrogram=None, cmap: str 
         axes.set_title(title, fontsize=9)
         axes.set_xlabel("time frame", fontsize=8)
         axes.set_ylabel("frequency bin", fontsize=8)
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, format="png", facecolor="white")
-    return path
+    return _save(figure, path)
