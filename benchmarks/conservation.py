@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 import torchvision
@@ -30,7 +29,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=2)
     args = parser.parse_args(argv)
     presets = [p for p in lrpc.presets() if p != "epsilon-gamma-box"] + ["epsilon-gamma-box"]
-    print(f"| preset | " + " | ".join(f"{a} fp32 | {a} fp64" for a in ARCHS) + " |")
+    print("| preset | " + " | ".join(f"{a} fp32 | {a} fp64" for a in ARCHS) + " |")
     print("|---|" + "---|" * (2 * len(ARCHS)))
     models = {a: randomized(a) for a in ARCHS}
     for name in presets:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,15 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import lrpc  # noqa: E402
 import modality_zoo  # noqa: E402
 import zoo  # noqa: E402
-
-
-def _median_time(fn, repeats: int = 3) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from timing import median_seconds  # noqa: E402
 
 
 def batch_check(explainer, exp, x) -> float:
@@ -70,8 +61,8 @@ def measure(name: str, build, rules: str, dtype: torch.dtype, batch: int = 2, ch
         if check_batch:
             row["batch_check"] = batch_check(explainer, exp, x)
         with torch.inference_mode():
-            forward = _median_time(lambda: model(x))
-        row["explain_over_forward"] = _median_time(lambda: explainer(x)) / forward
+            forward = median_seconds(lambda: model(x), 3)[0]
+        row["explain_over_forward"] = median_seconds(lambda: explainer(x), 3)[0] / forward
     except Exception as exc:  # a row per model: the table reports failures instead of stopping
         row.update(compiled=False, reason=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}")
     return row

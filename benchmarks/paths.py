@@ -10,8 +10,6 @@ the same process. On a machine shared with other jobs the CPU ratio is the stead
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torchvision
@@ -20,17 +18,7 @@ import lrpc
 from lrpc.paths import path_heatmap, relevance_graph, top_k_paths
 from lrpc.paths.analysis import Analysis
 from lrpc.paths.graph import build_graph
-
-
-def median_seconds(fn, repeats: int) -> tuple[float, float]:
-    """Median (wall, CPU) seconds of ``repeats`` calls."""
-    wall, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return statistics.median(wall), statistics.median(cpu)
+from timing import median_seconds
 
 
 def main() -> None:

@@ -133,14 +133,14 @@ def save_slices(heat, path: str | os.PathLike, volume=None, index: tuple[int, in
 
 # ----------------------------------------------------------------------------------- signals, spectrograms
 def _figure(width_px: int, height_px: int):
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("lrpc.viz draws signals and spectrograms with matplotlib: pip install 'lrpc[viz]'") from exc
-    figure = Figure(figsize=(width_px / 100, height_px / 100), dpi=100)
-    FigureCanvasAgg(figure)
-    return figure
+    return viz.blank_figure(width_px, height_px, "lrpc.viz draws signals and spectrograms")
+
+
+def _save(figure, path: str | os.PathLike) -> Path:
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, format="png", facecolor="white")
+    return path
 
 
 def save_signal(heat, path: str | os.PathLike, signal=None, sample_rate: float | None = None,
@@ -171,10 +171,7 @@ def save_signal(heat, path: str | os.PathLike, signal=None, sample_rate: float |
                      extent=(time[0], time[-1] if len(time) > 1 else 1.0, 0, 1))
         strip.set_yticks([])
     axes[-1].set_xlabel("time (s)" if sample_rate else "sample", fontsize=8)
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, format="png", facecolor="white")
-    return path
+    return _save(figure, path)
 
 
 def save_spectrogram(heat, path: str | os.PathLike, spectrogram=None, cmap: str = "signed",
@@ -193,7 +190,4 @@ def save_spectrogram(heat, path: str | os.PathLike, spectrogram=None, cmap: str 
         axes.set_title(title, fontsize=9)
         axes.set_xlabel("time frame", fontsize=8)
         axes.set_ylabel("frequency bin", fontsize=8)
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, format="png", facecolor="white")
-    return path
+    return _save(figure, path)

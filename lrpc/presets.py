@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence, Union
 
 from .errors import LrpcError
-from .rules import AlphaBeta, Epsilon, Flat, Gamma, Pass, Rule, ZBox, Zero, ZPlus
+from .rules import Epsilon, Flat, Gamma, Rule, ZBox, Zero, ZPlus
 from .splitting import Splitting
 
 MAXPOOL_MODES = ("winner", "proportional", "avg2x2")

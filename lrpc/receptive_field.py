@@ -102,6 +102,24 @@ def receptive_field(explainer, node: str) -> ReceptiveField:
     return ReceptiveField(node, grid, image, field)
 
 
+def window_geometry(plan) -> tuple[tuple[int, ...], ...] | None:
+    """(kernel, stride, padding, dilation), one int per spatial dimension each, of a convolution, an average pool
+    or a max pool with a fixed window; None for any other node (adaptive pools included)."""
+    info = plan.info
+    if info.kind == "maxpool":
+        window = info.extra["window"]
+        if "output_size" in window:
+            return None
+        return window["kernel"], window["stride"], window["padding"], window["dilation"]
+    if info.map == "conv":
+        stride, padding, dilation, _ = info.args
+        return tuple(info.weight.shape[2:]), stride, padding, dilation
+    if info.map == "avg_pool":
+        kernel, stride, padding = info.args[:3]
+        return kernel, stride, padding, (1,) * len(kernel)
+    return None
+
+
 def _field(plan, fields: dict):
     info, name = plan.info, plan.node.name
     inputs = [fields.get(i.name) for i in info.inputs]
@@ -114,12 +132,11 @@ def _field(plan, fields: dict):
     if info.kind in ELEMENTWISE or (info.kind == "cat" and info.args[0] == 1):
         return _union(name, [_broadcast(name, i, f, out) for i, f in known])
     (source, field), = known
-    if info.kind == "maxpool":
-        window = info.extra["window"]
-        if "output_size" in window:
-            return _adaptive(name, field, shape(source)[2:], window["output_size"])
-        return tuple(a.through(*geometry) for a, geometry in
-                     zip(field, zip(window["kernel"], window["stride"], window["padding"], window["dilation"])))
+    geometry = window_geometry(plan)
+    if geometry is not None:
+        return tuple(a.through(*g) for a, g in zip(field, zip(*geometry)))
+    if info.kind == "maxpool":   # adaptive
+        return _adaptive(name, field, shape(source)[2:], info.extra["window"]["output_size"])
     if info.kind == "pad":
         return _padded(name, field, info.args)
     if info.kind == "linear":
@@ -133,13 +150,6 @@ def _field(plan, fields: dict):
 
 def _linear(plan, source, field):
     info, name = plan.info, plan.node.name
-    if info.map == "conv":
-        stride, padding, dilation, _ = info.args
-        kernel = tuple(info.weight.shape[2:])
-        return tuple(a.through(*g) for a, g in zip(field, zip(kernel, stride, padding, dilation)))
-    if info.map == "avg_pool":
-        kernel, stride, padding = info.args[:3]
-        return tuple(a.through(k, s, p, 1) for a, k, s, p in zip(field, kernel, stride, padding))
     if info.map == "adaptive_avg_pool":
         return _adaptive(name, field, shape(source)[2:], info.args[0])
     if info.map == "reduce":

@@ -12,6 +12,7 @@ Which operand is the skip is read from the graph (``classify_add``), never from 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 import torch.fx as fx
@@ -88,21 +89,22 @@ class AddKind:
     skip: int | None
 
 
-def _ancestors(node: fx.Node) -> set[fx.Node]:
-    seen: set[fx.Node] = set()
-    stack = list(node.all_input_nodes)
+def ancestors(nodes: Iterable[fx.Node]) -> set[fx.Node]:
+    """The nodes themselves and every node they are computed from."""
+    found: set[fx.Node] = set()
+    stack = list(nodes)
     while stack:
         n = stack.pop()
-        if n not in seen:
-            seen.add(n)
+        if n not in found:
+            found.add(n)
             stack.extend(n.all_input_nodes)
-    return seen
+    return found
 
 
 def _longest_distance(source: fx.Node, target: fx.Node, order: dict[fx.Node, int]) -> tuple[int, bool]:
     """(number of nodes on the longest path source → target, whether that path has a weighted op)."""
     best: dict[fx.Node, tuple[int, bool]] = {source: (0, False)}
-    for n in sorted(_ancestors(target) | {target}, key=order.__getitem__):
+    for n in sorted(ancestors([target]), key=order.__getitem__):
         if order[n] <= order[source]:
             continue
         preds = [best[p] for p in n.all_input_nodes if p in best]
@@ -116,7 +118,7 @@ def classify_add(node: fx.Node, operands: tuple[fx.Node, fx.Node], order: dict[f
     """An operand that is an ancestor of the other is an identity skip; otherwise, from the nearest common
     ancestor (the fork), the shorter branch is the skip — a projection if it holds a weighted layer."""
     a, b = operands
-    anc_a, anc_b = _ancestors(a), _ancestors(b)
+    anc_a, anc_b = ancestors(a.all_input_nodes), ancestors(b.all_input_nodes)
     if a in anc_b:
         return AddKind("identity", 0)
     if b in anc_a:

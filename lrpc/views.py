@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import LrpcError
-from .ops import packet, params
 from .quantize import heat_quantize
+from .receptive_field import window_geometry
 
 __all__ = ["SIGNS", "gaussian_blur", "heatmap_view", "resolve_smooth", "sign_view", "stem_sigma"]
 
@@ -169,12 +169,12 @@ def stem_sigma(plans: dict) -> tuple[float, ...]:
             break
         current = users[0]
         plan = plans[current.name]
-        window = _window(plan)
+        window = window_geometry(plan)
         if window is None:
             if plan.info.kind in _POINTWISE:
                 continue
             break
-        kernel, stride, dilation = window
+        kernel, stride, _, dilation = window
         if strided and all(s == 1 for s in stride):
             break
         if variance is None:
@@ -184,27 +184,3 @@ def stem_sigma(plans: dict) -> tuple[float, ...]:
             jump[d] *= s
         strided = strided or any(s > 1 for s in stride)
     return () if variance is None else tuple(math.sqrt(v) for v in variance)
-
-
-def _window(plan) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
-    """(kernel, stride, dilation) per spatial dimension of a convolution or a (non-adaptive) pooling node."""
-    node = plan.node
-    name = getattr(packet(node), "__name__", "")
-    p = params(node)
-    if plan.info.map == "conv":
-        if p.get("transposed", False):
-            return None
-        kernel = tuple(plan.info.weight.shape[2:])
-    elif "pool" in name and "adaptive" not in name and "kernel_size" in p:
-        nd = len(node.args[0].meta["tensor_meta"].shape) - 2
-        kernel = _expand(p["kernel_size"], nd)
-    else:
-        return None
-    stride = _expand(p.get("stride") or kernel, len(kernel))
-    dilation = _expand(p.get("dilation", 1), len(kernel))
-    return kernel, stride, dilation
-
-
-def _expand(value, nd: int) -> tuple[int, ...]:
-    values = (value,) if isinstance(value, int) else tuple(value)
-    return tuple(int(v) for v in (values * nd if len(values) == 1 else values))

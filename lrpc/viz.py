@@ -46,6 +46,19 @@ def _pillow():
     return Image
 
 
+def blank_figure(width_px: float, height_px: float, who: str, dpi: int = 100):
+    """An empty matplotlib ``Figure`` of ``width_px`` x ``height_px`` pixels on an Agg canvas (no GUI backend, no
+    global pyplot state); ``who`` ("lrpc.x draws ...") starts the error that says to install matplotlib."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(f"{who} with matplotlib: pip install 'lrpc[viz]'") from exc
+    figure = Figure(figsize=(width_px / dpi, height_px / dpi), dpi=dpi)
+    FigureCanvasAgg(figure)
+    return figure
+
+
 def _as_map(heat) -> np.ndarray:
     array = heat.detach().cpu().numpy() if isinstance(heat, torch.Tensor) else np.asarray(heat)
     if array.ndim != 2:
@@ -171,17 +184,10 @@ def panels(images, maps: Mapping[str, Sequence], path: str | os.PathLike, *, row
             raise ValueError(f"maps[{name!r}] has {len(column)} maps for {len(rows)} images")
     if row_labels and len(row_labels) != len(rows):
         raise ValueError(f"{len(row_labels)} row labels for {len(rows)} images")
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("lrpc.viz.panels draws with matplotlib: pip install 'lrpc[viz]'") from exc
-
     dpi = 100
     ncols, nrows = 1 + len(columns), len(rows)
     cell_h = panel_px + TITLE_PX
-    figure = Figure(figsize=(ncols * panel_px / dpi, nrows * cell_h / dpi), dpi=dpi)
-    FigureCanvasAgg(figure)
+    figure = blank_figure(ncols * panel_px, nrows * cell_h, "lrpc.viz.panels draws", dpi)
     for r, image in enumerate(rows):
         cells = [("image" if not row_labels else row_labels[r], _as_image(image))]
         for name, column in columns.items():

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import LrpcError
-from ..viz import overlay
+from ..viz import blank_figure, overlay
 from .conditional import conditional_heatmaps
 from .ranking import rank_concepts
 from .references import reference_examples
@@ -73,20 +73,13 @@ def glocal_figure(image, heatmap, concepts: Sequence[GlocalConcept], path: str |
     reference crops. Heatmaps use lrpc's signed colours (``lrpc.viz``)."""
     if not concepts:
         raise LrpcError("glocal_figure needs at least one concept")
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("lrpc.crp.glocal_figure draws with matplotlib: pip install 'lrpc[viz]'") from exc
-
     dpi = 100
     most_crops = max(len(concept.crops) for concept in concepts)
     crops_left = PANEL_PX + GAP_PX
     width = max(2 * PANEL_PX + GAP_PX + 200, crops_left + most_crops * CROP_PX)
     row_px = PANEL_PX + LABEL_PX
     height = (1 + len(concepts)) * row_px
-    figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
-    FigureCanvasAgg(figure)
+    figure = blank_figure(width, height, "lrpc.crp.glocal_figure draws", dpi)
 
     def panel(picture, x_px: int, row: int, size: int) -> None:
         top = row * row_px + LABEL_PX + (PANEL_PX - size) // 2

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch.fx as fx
 
 from ..errors import LrpcError
-from ..ops import shape
+from ..ops import sample_layout, shape
 
 
 @dataclass(frozen=True)
@@ -31,22 +31,6 @@ class Layer:
     @property
     def channels(self) -> int:
         return self.shape[self.channel_dim]
-
-
-def sample_layout(node: fx.Node) -> tuple[int, int | None] | None:
-    """(dimension, inner) of the samples in ``node``'s output as ``ops.batch_layout`` reads them, or None for a
-    tensor without a batch dimension (built from the input's shape alone, such as a position index)."""
-    owner = node.graph.owning_module
-    batch = owner.meta.get("lrpc_batch_symbol") if owner is not None else None
-    value = node.meta.get("val")
-    if batch is None:   # exported with a fixed batch: every activation is batch-major
-        return 0, None
-    if not hasattr(value, "shape"):
-        return None
-    for dim, size in enumerate(value.shape):
-        if hasattr(size, "node") and batch in size.node.expr.free_symbols:
-            return (dim, None) if size.node.expr == batch else (dim, node.meta.get("lrpc_batch_inner", 1))
-    return None
 
 
 def _module_paths(node: fx.Node) -> list[str]:

@@ -6,7 +6,7 @@
    the batch (image-major: row b·K + k is image b under condition k) and multiplied by condition k's channel
    mask. The forward pass and the relevance above the first conditioned layer run once, on the B images.
 2. Every forward activation a batched relevance op reads is repeated K times right before its first use, in
-   the sample layout the activation has (``layers.sample_layout``: attention's merged [L·B, E] included). For
+   the sample layout the activation has (``ops.sample_layout``: attention's merged [L·B, E] included). For
    one image (the common case: one decision, K concepts) the z-rule kernels read the image's activations as
    they are, so their denominators are computed once, not K times.
 3. Relevance that reaches a node without passing through every conditioned layer is dropped where it meets
@@ -32,8 +32,9 @@ import torch.fx as fx
 
 from .. import kernels, rules
 from ..errors import LrpcError
-from ..splitting import split_add
-from .layers import Layer, sample_layout
+from ..ops import sample_layout
+from ..splitting import ancestors, split_add
+from .layers import Layer
 
 # Relevance ops whose forward activations may have batch 1 against K rows of relevance (with these extra keyword
 # arguments): what they compute from the activations alone — a rule's denominator z, half of its cost; the shares
@@ -129,7 +130,7 @@ class _Rewrite:
         masks = [graph.placeholder(f"mask_{i}", default_value=None) for i in range(len(self.given))]
         output = next(n for n in nodes if n.op == "output")
         logits_node, _, input_relevance = output.args[0][:3]
-        needed = self.ancestors([logits_node, input_relevance] + [n for n in nodes if n.name in self.at])
+        needed = ancestors([logits_node, input_relevance] + [n for n in nodes if n.name in self.at])
         in_relevance = False
         resolved = logits = None
         for n in nodes[2:]:
@@ -169,16 +170,6 @@ class _Rewrite:
         graph.output((self.env[logits_node], resolved, heat, readouts))
         graph.eliminate_dead_code()
         return fx.GraphModule(source, graph, class_name="ConditionalRelevanceModule")
-
-    @staticmethod
-    def ancestors(nodes: list[fx.Node]) -> set[fx.Node]:
-        found, stack = set(), list(nodes)
-        while stack:
-            n = stack.pop()
-            if n not in found:
-                found.add(n)
-                stack.extend(n.all_input_nodes)
-        return found
 
     def copy_relevance_op(self, n: fx.Node) -> None:
         carried = [i for i in n.all_input_nodes if i in self.level]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .procedural import ShapeScenes, _bilinear_matrix, _contrasting_colours, _local_frame
+from .procedural import ShapeScenes, _allocate, _bilinear_matrix, _contrasting_colours, _local_frame
 
 __all__ = ["TEXTURE_CLASSES", "TEXTURE_DISTRACTORS", "TEXTURE_SPLIT_SEEDS", "render_texture_scenes",
            "texture_split_scenes"]
@@ -46,9 +46,7 @@ def render_texture_scenes(n: int, seed: int, image_size: int = 64) -> ShapeScene
     parts = [_render_chunk(np.random.default_rng([int(seed), chunk]), int(image_size))
              for chunk in range((n + _CHUNK - 1) // _CHUNK)]
     if not parts:
-        size = int(image_size)
-        return ShapeScenes(np.empty((0, 3, size, size), np.float32), np.empty((0, 3, size, size), np.float32),
-                           np.empty((0, size, size), bool), np.empty(0, np.int64))
+        return _allocate(0, int(image_size))
     return ShapeScenes(*(np.concatenate([getattr(p, name) for p in parts])[:n]
                          for name in ("images", "counterfactuals", "masks", "labels")))
 

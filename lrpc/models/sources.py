@@ -84,12 +84,18 @@ def _hf_preprocessing(folder: Path, config) -> Preprocessing:
                          std=tuple(spec["image_std"]) if "image_std" in spec else None, class_names=names)
 
 
-def from_hugging_face(folder: str) -> tuple[nn.Module, Preprocessing]:
-    transformers = _import("transformers", "zoo")
+def pretrained_folder(folder: str) -> Path:
+    """``folder`` as a path, checked to be a Hugging Face ``save_pretrained`` folder (it holds a config.json)."""
     path = Path(folder)
     if not (path / "config.json").is_file():
         raise LrpcError(f"hf:{folder} is not a Hugging Face save_pretrained folder (no config.json there); models "
                         "are loaded offline, from disk only")
+    return path
+
+
+def from_hugging_face(folder: str) -> tuple[nn.Module, Preprocessing]:
+    transformers = _import("transformers", "zoo")
+    path = pretrained_folder(folder)
     try:
         model = transformers.AutoModelForImageClassification.from_pretrained(str(path), local_files_only=True)
     except Exception as exc:

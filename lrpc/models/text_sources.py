@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..errors import LrpcError
+from .sources import pretrained_folder
 
 __all__ = ["TEXT_MODELS", "TextModel", "WordTokenizer", "load_text_model"]
 
@@ -64,10 +64,7 @@ def _hugging_face(folder: str) -> TextModel:
     except Exception as exc:
         raise LrpcError(f"hf: text models need transformers ({type(exc).__name__}: {exc}): pip install transformers") \
             from exc
-    path = Path(folder)
-    if not (path / "config.json").is_file():
-        raise LrpcError(f"hf:{folder} is not a Hugging Face save_pretrained folder (no config.json there); models "
-                        "are loaded offline, from disk only")
+    path = pretrained_folder(folder)
     try:
         config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
         names = getattr(config, "architectures", None) or ["AutoModelForCausalLM"]

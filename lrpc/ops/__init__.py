@@ -123,16 +123,25 @@ def batch_layout(node: fx.Node) -> tuple[int, int | None]:
     None for the usual [B, ...] (the dimension is the batch alone); where the batch is merged with other sizes
     (Swin's windows [B·nW, ...], attention's [L·B, E]) the dimension is [outer, B, inner] flattened, and
     ``inner`` is measured by ``batch_layouts.measure`` (-1: outer 1, [B·n] for any n)."""
+    layout = sample_layout(node)
+    return (0, None) if layout is None else layout
+
+
+def sample_layout(node: fx.Node) -> tuple[int, int | None] | None:
+    """``batch_layout``, but None for an output with no dimension depending on a symbolic batch (a value built
+    from the input's shape alone, such as a position index, or not a tensor), where ``batch_layout`` says 0."""
     batch = node.graph.owning_module.meta.get("lrpc_batch_symbol") if node.graph.owning_module else None
     value = node.meta.get("val")
-    if batch is None or not isinstance(value, torch.Tensor):
+    if batch is None:   # exported with a fixed batch: every activation is batch-major
         return 0, None
+    if not isinstance(value, torch.Tensor):
+        return None
     for dim, size in enumerate(value.shape):
         if isinstance(size, torch.SymInt) and batch in size.node.expr.free_symbols:
             if size.node.expr == batch:
                 return dim, None
             return dim, node.meta.get("lrpc_batch_inner", 1)
-    return 0, None
+    return None
 
 
 def is_constant(v: Any) -> bool:

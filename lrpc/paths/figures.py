@@ -20,16 +20,9 @@ from .heatmap import KSelection
 
 
 def _figure(width: int, height: int, dpi: int):
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("lrpc.paths.figures draws with matplotlib: pip install 'lrpc[viz]'") from exc
     if width < 50 or height < 50:
         raise ValueError(f"a figure needs at least 50 x 50 pixels, got {width} x {height}")
-    figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
-    FigureCanvasAgg(figure)
-    return figure
+    return viz.blank_figure(width, height, "lrpc.paths.figures draws", dpi)
 
 
 def _save(figure, path: str | os.PathLike) -> Path:
