@@ -11,16 +11,19 @@ process so that load changes hit every row alike, each the median of ``--repeats
   predicted next token after the last position) with respect to the embeddings: what gradient × input costs;
 - ``lrpc <preset>``: one explanation of the same logit (``explainer(input_ids)``).
 
-Peak memory is measured per row in a fresh subprocess (``ru_maxrss`` after the call minus before it), so rows do
-not share an allocator high-water mark. The 1-minute load average is recorded before and after the timed table;
+Peak memory is measured per row in a fresh process that builds only that row: freed memory is handed back to the
+system (glibc's ``malloc_trim``), then the resident size is sampled every millisecond during one call; the row's
+peak is the largest sample minus the size before the call. The 1-minute load average is recorded before and after the timed table;
 a run above the core count is marked BUSY.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
+import threading
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -46,7 +49,7 @@ def make_ids(batch: int, length: int, vocabulary: int = 1000) -> torch.Tensor:
     return torch.randint(0, vocabulary, (batch, length), generator=torch.Generator().manual_seed(1))
 
 
-def methods(model, ids: torch.Tensor) -> dict:
+def methods(model, ids: torch.Tensor, only: str | None = None) -> dict:
     def forward():
         with torch.inference_mode():
             model(input_ids=ids, use_cache=False)
@@ -59,9 +62,33 @@ def methods(model, ids: torch.Tensor) -> dict:
 
     rows = {"forward": forward, "input gradient": input_gradient}
     for preset in PRESETS:
-        explainer = lrpc.compile(model, lrpc.preset(preset), example_input=ids[:1, :8])
-        rows[f"lrpc {preset}"] = (lambda e: lambda: e(ids))(explainer)
+        if only in (None, f"lrpc {preset}"):
+            explainer = lrpc.compile(model, lrpc.preset(preset), example_input=ids[:1, :8])
+            rows[f"lrpc {preset}"] = (lambda e: lambda: e(ids))(explainer)
     return rows
+
+
+def resident_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def call_peak_mb(run) -> float:
+    """The most resident memory one call of ``run`` adds, sampled every millisecond."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    before, peak, done = resident_mb(), [0.0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], resident_mb())
+            time.sleep(0.001)
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    run()
+    done.set()
+    sampler.join()
+    return max(peak[0], resident_mb()) - before
 
 
 def peak_memory(name: str, args: argparse.Namespace) -> float:
@@ -88,12 +115,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, ids = make_model(args.layers, args.width), make_ids(args.batch, args.length)
-    rows = methods(model, ids)
+    rows = methods(model, ids, only=args.memory_of)
     if args.memory_of:
-        rows[args.memory_of]()   # warm: lazy allocations and caches are not the row's cost
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        rows[args.memory_of]()
-        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+        rows[args.memory_of]()   # once first: one-time initialisation (thread pools, kernels) is no row's cost
+        print(call_peak_mb(rows[args.memory_of]))
         return
     for run in rows.values():   # warm-up
         run()
