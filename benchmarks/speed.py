@@ -237,7 +237,7 @@ def make_inputs(arch: str, batch: int) -> tuple[nn.Module, torch.Tensor, torch.T
     denormals flushed) — the old tables' softmax-start rows measured that."""
     x, _ = make_batch(batch)
     model, x = make_model(arch).to(device=DEVICE, dtype=DTYPE), x.to(device=DEVICE, dtype=DTYPE)
-    with torch.inference_mode():
+    with torch.no_grad():   # not inference_mode: the input-gradient row gathers with these targets under autograd
         target = model(x).argmax(1)
     return model, x, target
 
