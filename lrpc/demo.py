@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from . import viz
-from .commands import model_input, prepare_output_dir
+from .models.loading import model_input
+from .outputs import prepare_output_dir
 from .data import CLASSES, GROUNDTRUTH_CHECKPOINT, GROUNDTRUTH_IMAGE_SIZE, groundtruth_model, split_scenes
 from .data.folder import preprocess_image
 from .data.normalization import denormalize

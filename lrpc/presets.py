@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, Union
 
@@ -279,3 +280,12 @@ def resolve(rules: Rules | str | None) -> Rules:
     if isinstance(rules, Rules):
         return rules
     raise TypeError(f"rules must be a preset name or an lrpc.Rules object, got {type(rules).__name__}")
+
+
+def preset_for_input(name: str, mean: Sequence[float], std: Sequence[float]):
+    """The preset; box rules (z^B) get the input's true bounds, pixels 0 and 1 under this normalisation."""
+    if "low" in inspect.signature(PRESETS[name]).parameters:
+        low = tuple((0.0 - m) / s for m, s in zip(mean, std))
+        high = tuple((1.0 - m) / s for m, s in zip(mean, std))
+        return preset(name, low=low, high=high)
+    return preset(name)

@@ -19,7 +19,9 @@ from ..data.normalization import denormalize
 from ..errors import LrpcError
 from ..presets import PRESETS
 from . import add_model_arguments, load_model, open_image
-from .explain import NORMALIZATIONS, _target, input_normalization, preset_for_input
+from ..models.loading import NORMALIZATIONS, input_normalization
+from ..presets import preset_for_input
+from .explain import _target
 
 
 def register(subparsers) -> None:

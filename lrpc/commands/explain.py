@@ -9,7 +9,6 @@ image, model, weights file or output directory fails at once with a message nami
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 from pathlib import Path
@@ -22,14 +21,14 @@ from .. import modalities, viz
 from ..compiler import compile as compile_explainer
 from ..data.folder import IMAGE_EXTENSIONS, preprocess_image
 from ..data.samples import SAMPLE_EXTENSIONS, is_sample_file
-from ..data.normalization import IMAGENET_MEAN, IMAGENET_STD, denormalize
+from ..data.normalization import denormalize
 from ..errors import LrpcError
 from ..imagenet_classes import IMAGENET_CLASSES, imagenet_class_index
-from ..presets import PRESETS, START_MODES, preset
+from ..models.loading import NORMALIZATIONS, input_normalization
+from ..presets import PRESETS, START_MODES, preset_for_input
 from ..views import SIGNS
-from . import LoadedModel, add_model_arguments, explain_samples, load_model, open_image, prepare_output_dir
+from . import add_model_arguments, explain_samples, load_model, open_image, prepare_output_dir
 
-NORMALIZATIONS = ("model", "imagenet", "none")
 
 
 def register(subparsers) -> None:
@@ -125,15 +124,6 @@ def output_names(paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def preset_for_input(name: str, mean: Sequence[float], std: Sequence[float]):
-    """The preset; box rules (z^B) get the input's true bounds, pixels 0 and 1 under this normalisation."""
-    if "low" in inspect.signature(PRESETS[name]).parameters:
-        low = tuple((0.0 - m) / s for m, s in zip(mean, std))
-        high = tuple((1.0 - m) / s for m, s in zip(mean, std))
-        return preset(name, low=low, high=high)
-    return preset(name)
-
-
 def _target(text: str, class_names: Sequence[str] | None) -> int | None:
     if text == "pred":
         return None
@@ -147,15 +137,6 @@ def _target(text: str, class_names: Sequence[str] | None) -> int | None:
             return lowered.index(text.lower())
     known = f"; classes: {', '.join(class_names)}" if class_names and len(class_names) <= 50 else ""
     raise LrpcError(f"--target {text!r} is neither 'pred', a class index, nor a class name of this model{known}")
-
-
-def input_normalization(choice: str, loaded: LoadedModel) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) of ``--normalize CHOICE`` (one of NORMALIZATIONS) for this model."""
-    if choice == "model":
-        return loaded.input.mean, loaded.input.std
-    if choice == "imagenet":
-        return IMAGENET_MEAN, IMAGENET_STD
-    return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 
 
 def _progress(batches: list, quiet: bool):

@@ -14,7 +14,8 @@ from ..dataset.store import DTYPES
 from ..metrics.perturbation import PROTOCOLS
 from ..presets import PRESETS
 from . import add_model_arguments
-from .explain import NORMALIZATIONS, add_view_arguments
+from ..models.loading import NORMALIZATIONS
+from .explain import add_view_arguments
 
 
 def register(subparsers) -> None:

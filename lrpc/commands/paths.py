@@ -25,7 +25,7 @@ from ..paths.heatmap import DEFAULT_KS
 from ..paths.topk import SCORES
 from ..presets import PRESETS
 from . import add_model_arguments, load_model, open_image, prepare_output_dir
-from .explain import preset_for_input as rules_for_input
+from ..presets import preset_for_input as rules_for_input
 
 
 def _ks(text: str) -> list[int]:

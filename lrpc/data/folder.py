@@ -111,3 +111,16 @@ def balanced_sample(labels: Sequence[int], per_class: int, seed: int) -> list[in
             taken[label] += 1
             chosen.append(int(index))
     return chosen
+
+
+def open_image(path: str | os.PathLike):
+    """The image at ``path`` as an RGB PIL image, fully decoded, or an LrpcError naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError as exc:
+        raise LrpcError(f"image {path} does not exist") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise LrpcError(f"cannot read image {path}: {exc}") from exc

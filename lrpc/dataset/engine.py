@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..commands import LoadedModel, ModelInput, load_model, open_image
-from ..commands.explain import NORMALIZATIONS, input_normalization, preset_for_input
+from ..data.folder import open_image
+from ..models.loading import NORMALIZATIONS, LoadedModel, ModelInput, input_normalization, load_model
+from ..presets import preset_for_input
 from ..compiler import compile as compile_explainer
 from ..data.folder import preprocess_image
 from ..debug.accounting import absorber

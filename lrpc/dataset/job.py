@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..commands import prepare_output_dir
+from ..outputs import prepare_output_dir
 from ..errors import LrpcError
 
 __all__ = ["JobFolder"]
