@@ -18,7 +18,7 @@ from .errors import LrpcError
 from .fingerprint import Fingerprint, training_modules
 from .presets import Rules
 from .relevance_pass import Pairing
-from .tokens import TokenInput, check_positions, check_tokens, last_real_position
+from .tokens import TokenInput, check_positions, check_tokens, graph_inputs
 from .views import heatmap_view, stem_sigma
 
 
@@ -399,7 +399,7 @@ class Explainer:
         """The generated module's inputs, checked: ``(x,)``, or a token model's ``(input_ids, attention_mask)``."""
         if build.tokens is not None:
             mask = check_tokens(x, attention_mask, build.tokens, build.device)
-            return (x, mask, last_real_position(mask)[:, None]) if build.tokens.per_position else (x, mask)
+            return graph_inputs(x, mask, build.tokens.per_position)
         if attention_mask is not None:
             raise LrpcError("attention_mask is for token models (compiled from token ids); this explainer was "
                             f"compiled for inputs like {build.input_shape}")

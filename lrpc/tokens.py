@@ -45,9 +45,13 @@ class TokenInput:
 
 
 def example_inputs(gm: fx.GraphModule, input_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """What the captured graph takes: ids, an all-ones mask, and for a language model the last positions."""
-    mask = torch.ones_like(input_ids)
-    return (input_ids, mask, last_real_position(mask)[:, None]) if reads_positions(gm) else (input_ids, mask)
+    """What the captured graph takes at compile time: the ids with an all-ones mask (``graph_inputs``)."""
+    return graph_inputs(input_ids, torch.ones_like(input_ids), reads_positions(gm))
+
+
+def graph_inputs(input_ids: torch.Tensor, mask: torch.Tensor, per_position: bool) -> tuple[torch.Tensor, ...]:
+    """The captured graph's inputs: ids and mask, and for a language model each row's last real position."""
+    return (input_ids, mask, last_real_position(mask)[:, None]) if per_position else (input_ids, mask)
 
 
 def reads_positions(gm: fx.GraphModule) -> bool:
