@@ -8,8 +8,9 @@ from .captum import LRPC
 from .compiler import compile
 from .errors import LrpcError
 from .generation import explain_generation
-from .presets import IMAGENET_HIGH, IMAGENET_LOW, LayerContext, Rules, preset, presets
+from .presets import IMAGENET_HIGH, IMAGENET_LOW, preset, presets
 from .quantize import heat_quantize
+from .rule_set import LayerContext, Rules
 from .runtime import Explainer, Explanation
 from .splitting import Splitting
 

@@ -20,7 +20,7 @@ from .explanation import Explanation
 from .model_guard import Build, ModelGuard
 from .multitarget import check_batch_major, multi_target_module
 from .relevance_pass import Pairing
-from .presets import Rules
+from .rule_set import Rules
 from .tokens import TokenInput, check_positions
 from .torch_compile import TorchCompile
 from .views import stem_sigma
