@@ -30,9 +30,9 @@ TRANSFORMER_VIEW = ("; recommended view: exp.heatmap(sign='absolute', smooth='au
 
 
 def _otsuki(splitting: Splitting, description: str) -> Rules:
-    zplus = ZPlus(epsilon=1e-5, stabilizer="add", bias=False)
+    zplus = ZPlus(epsilon=1e-5, stabilizer_mode="add", bias=False)
     return Rules(conv=zplus, linear=zplus, pool=zplus,
-                 layers=(("first", ZPlus(epsilon=1e-5, stabilizer="add", bias=False, ones_input=True)),),
+                 layers=(("first", ZPlus(epsilon=1e-5, stabilizer_mode="add", bias=False, ones_input=True)),),
                  maxpool="avg2x2", splitting=splitting, start="softmax", description=description + CNN_VIEW)
 
 
@@ -66,7 +66,7 @@ def otsuki2024_mixture(epsilon: float = 1e-6, after_block: int = 8) -> Rules:
 
 def default(conv_gamma: float | None = None, linear_gamma: float | None = None) -> Rules:
     # no stabiliser is needed: the fallback handles every output whose positive part is zero
-    zplus = ZPlus(epsilon=0.0, stabilizer="none", bias=False, fallback=True)
+    zplus = ZPlus(epsilon=0.0, stabilizer_mode="none", bias=False, fallback=True)
     return Rules(conv=zplus, linear=zplus, pool=zplus, maxpool="winner", splitting=Splitting("ratio", True),
                  layers=_gamma_layers(conv_gamma, linear_gamma, bias=False), start="softmax",
                  description="the paper's method without the legacy quirks: z+ (α1β0 on signed inputs, biases "
@@ -107,7 +107,7 @@ def epsilon_gamma_box(low: Any = None, high: Any = None, epsilon: float = 1e-6, 
 
 def montavon_vgg16(low: Any = IMAGENET_LOW, high: Any = IMAGENET_HIGH) -> Rules:
     gamma = Gamma(0.25, epsilon=1e-9, generalized=False)
-    eps_rms = Epsilon(epsilon=0.25, stabilizer="rms")
+    eps_rms = Epsilon(epsilon=0.25, stabilizer_mode="rms")
     return Rules(conv=eps_rms, linear=Zero(), pool=ZPlus(epsilon=1e-9),
                  layers=(("first", ZBox(low, high, epsilon=1e-9)),
                          (lambda c: c.map == "conv" and 1 <= c.index <= 6, gamma)),
