@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # The dataset engine (torch.distributed, zarr, pyarrow) loads on first use, so `import lrpc` stays light.
     if name == "explain_dataset":
-        from .dataset import explain_dataset
+        from .dataset_jobs import explain_dataset
         return explain_dataset
     raise AttributeError(f"module 'lrpc' has no attribute {name!r}")
 
