@@ -8,8 +8,9 @@ from .captum import LRPC
 from .compiler import compile
 from .errors import LrpcError
 from .generation import explain_generation
-from .presets import IMAGENET_HIGH, IMAGENET_LOW, LayerContext, Rules, preset, presets
+from .presets import IMAGENET_HIGH, IMAGENET_LOW, preset, presets
 from .quantize import heat_quantize
+from .rule_set import LayerContext, Rules
 from .runtime import Explainer, Explanation
 from .splitting import Splitting
 
@@ -22,7 +23,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # The dataset engine (torch.distributed, zarr, pyarrow) loads on first use, so `import lrpc` stays light.
     if name == "explain_dataset":
-        from .dataset import explain_dataset
+        from .dataset_jobs import explain_dataset
         return explain_dataset
     raise AttributeError(f"module 'lrpc' has no attribute {name!r}")
 

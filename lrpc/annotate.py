@@ -18,7 +18,7 @@ from .kernels import check_start
 from .linear_maps import LINEAR_MAPS
 from .ops import SOURCE, Context, OpInfo, Unsupported, describe_target, op_info, packet, shape
 from .ops.attention import is_softmax_output
-from .presets import LayerContext, Rules
+from .rule_set import LayerContext, Rules
 from .rules import Pass, Rule
 from .splitting import AddKind, Splitting, classify_add
 

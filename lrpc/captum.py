@@ -16,7 +16,7 @@ from torch import nn
 
 from . import compiler
 from .errors import LrpcError
-from .presets import Rules
+from .rule_set import Rules
 from .runtime import Explainer
 
 __all__ = ["LRPC"]

@@ -10,8 +10,9 @@ from . import batch_layouts, canonicalize
 from .annotate import annotate
 from .fingerprint import device_and_dtype
 from .ops import shape
-from .presets import Rules, resolve
+from .presets import resolve
 from .relevance_pass import RelevancePass
+from .rule_set import Rules
 from .runtime import Explainer
 from .tokens import (TokenInput, example_inputs, fixed_length, is_token_input, reads_positions, source_node,
                      vocabulary_size)
@@ -39,6 +40,7 @@ def compile(model: nn.Module, rules: Rules | str | None = "default", example_inp
     the model: a call after the weights, buffers, device or dtype changed compiles again first (``rebuild``), and
     a model in training mode is refused. A single-score head ([B] or [B, 1]) is explained as the score:
     ``start="score"`` (the raw score) or ``"sigmoid"`` (the probability of a binary classifier).
+    ``explainer.compile()`` then hands the generated module to ``torch.compile``, as ``model.compile()`` would.
     """
     if example_input is None:
         raise TypeError("lrpc.compile needs example_input, a tensor of the input's shape such as "

@@ -22,7 +22,7 @@ from torch import nn
 
 from .compiler import compile as compile_explainer
 from .errors import LrpcError
-from .presets import Rules
+from .rule_set import Rules
 from .runtime import Explainer
 
 __all__ = ["GenerationExplanation", "explain_generation", "greedy_generate"]

@@ -1,115 +1,24 @@
-"""Rule sets: which rule each layer gets, how adds split, where relevance starts (docs/presets.md).
+"""The named rule sets (docs/presets.md): ``preset(name, **overrides)`` builds one, ``presets()`` lists them.
 
-A ``Rules`` object maps nodes to rules by module type, by qualified name (glob), by position (``"first"`` /
-``"last"`` weighted layer, or any predicate on ``LayerContext``), falling back to the per-kind defaults.
-``preset(name, **overrides)`` builds the named sets; ``presets()`` lists them.
+Each preset is a function returning a ``Rules`` (``lrpc.rule_set``: which rule each layer gets, how adds split,
+where relevance starts) with a one-line description of what it reproduces. ``Rules``, ``LayerContext`` and the
+mode tuples are importable from here as before.
 """
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import inspect
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Sequence
 
 from .errors import LrpcError
+from .rule_set import (ATTENTION_MODES, BATCHNORM_MODES, CONSTANT_ADD_MODES, GATED_PRODUCT_MODES,  # noqa: F401
+                       LAYERNORM_MODES, MAXPOOL_MODES, START_MODES, LayerContext, Rules, Selector,
+                       selector_matches)   # importable from here as before the move
 from .rules import Epsilon, Flat, Gamma, Rule, ZBox, Zero, ZPlus
 from .splitting import Splitting
 
-MAXPOOL_MODES = ("winner", "proportional", "avg2x2")
-BATCHNORM_MODES = ("pass", "fold", "affine")
-LAYERNORM_MODES = ("pass", "frozen_std")
-ATTENTION_MODES = ("frozen", "attnlrp")
-CONSTANT_ADD_MODES = ("signal", "proportional")
-GATED_PRODUCT_MODES = ("half", "frozen_gate")
-START_MODES = ("one", "logit", "softmax", "score", "sigmoid")   # score: a single-score head's logit
 IMAGENET_LOW = (-2.1179, -2.0357, -1.8044)
 IMAGENET_HIGH = (2.2489, 2.4286, 2.6400)
-
-
-@dataclass(frozen=True)
-class LayerContext:
-    """What a selector sees about a layer: names, type, and its position in graph order."""
-
-    node: str
-    module: str | None
-    module_type: str | None
-    map: str                # "conv", "conv_transpose", "linear", "avg_pool", "adaptive_avg_pool", "upsample", "fold",
-                            # "reduce"; "module" for a leaf
-    index: int              # among weighted layers (conv/linear), graph order; -1 for pools
-    num_weighted: int
-    adds_before: int        # residual adds that precede the layer in graph order
-    attention_projection: bool = False   # a linear map making attention's q, k or v, or reading its output
-
-
-Selector = Union[type, str, Callable[[LayerContext], bool]]
-
-
-def selector_matches(selector: Selector, ctx: LayerContext) -> bool:
-    if isinstance(selector, type):
-        return ctx.module_type == selector.__name__
-    if isinstance(selector, str):
-        if selector == "first":
-            return ctx.index == 0
-        if selector == "last":
-            return ctx.index == ctx.num_weighted - 1 and ctx.index >= 0
-        return any(fnmatch.fnmatchcase(name, selector) for name in (ctx.node, ctx.module) if name)
-    return bool(selector(ctx))
-
-
-@dataclass(frozen=True)
-class Rules:
-    """A complete rule set. ``layers`` is checked first (first match wins), then the per-map defaults."""
-
-    name: str = "custom"
-    conv: Rule = ZPlus()
-    linear: Rule = ZPlus()
-    pool: Rule = ZPlus()
-    layers: Sequence[tuple[Selector, Rule]] = ()
-    maxpool: str = "winner"
-    maxpool_epsilon: float = 1e-5   # stabiliser of the avg2x2 stand-in (the authors' value)
-    splitting: Splitting = Splitting()
-    batchnorm: str = "pass"          # "pass", "fold" (into the conv before) or "affine" (its z-rule, shift absorbs)
-    layernorm: str = "pass"          # "pass" (statistics constant, relevance unchanged) or "frozen_std" (LXT)
-    attention: str = "frozen"        # "frozen" (relevance through the values only) or "attnlrp"
-    constant_add: str = "signal"     # x + constant: "signal" (all to x) or "proportional" (the constant absorbs)
-    gated_product: str = "half"      # act(a) * b: "half" to each factor (AttnLRP) or "frozen_gate" (all to b, CP-LRP)
-    start: str = "softmax"
-    description: str = ""
-
-    def __post_init__(self):
-        for kind in ("conv", "linear", "pool"):
-            if not isinstance(getattr(self, kind), Rule):
-                raise LrpcError(f"Rules.{kind} must be a rule object such as lrpc.rules.ZPlus(), "
-                                f"got {getattr(self, kind)!r}")
-        for entry in self.layers:
-            if not (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], Rule)):
-                raise LrpcError(f"Rules.layers entries are (selector, rule) pairs, got {entry!r}")
-        if not isinstance(self.splitting, Splitting):
-            raise LrpcError(f"Rules.splitting must be lrpc.Splitting(...), got {self.splitting!r}")
-        if self.maxpool not in MAXPOOL_MODES:
-            raise LrpcError(f"unknown maxpool mode {self.maxpool!r}; choose one of {MAXPOOL_MODES}")
-        if self.start not in START_MODES:
-            raise LrpcError(f"unknown start mode {self.start!r}; choose one of {START_MODES}")
-        if self.batchnorm not in BATCHNORM_MODES:
-            raise LrpcError(f"batchnorm must be one of {BATCHNORM_MODES}, got {self.batchnorm!r}")
-        for name, allowed in (("layernorm", LAYERNORM_MODES), ("attention", ATTENTION_MODES),
-                              ("constant_add", CONSTANT_ADD_MODES), ("gated_product", GATED_PRODUCT_MODES)):
-            if getattr(self, name) not in allowed:
-                raise LrpcError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-
-    def rule_for(self, ctx: LayerContext) -> Rule:
-        for selector, rule in self.layers:
-            if selector_matches(selector, ctx):
-                return rule
-        if ctx.map in ("conv", "conv_transpose"):
-            return self.conv
-        if ctx.map == "linear":
-            return self.linear
-        return self.pool
-
-    def replace(self, **changes: Any) -> "Rules":
-        return dataclasses.replace(self, **changes)
 
 
 # ------------------------------------------------------------------------------------------------ the presets
@@ -121,9 +30,9 @@ TRANSFORMER_VIEW = ("; recommended view: exp.heatmap(sign='absolute', smooth='au
 
 
 def _otsuki(splitting: Splitting, description: str) -> Rules:
-    zplus = ZPlus(epsilon=1e-5, stabilizer="add", bias=False)
+    zplus = ZPlus(epsilon=1e-5, stabilizer_mode="add", bias=False)
     return Rules(conv=zplus, linear=zplus, pool=zplus,
-                 layers=(("first", ZPlus(epsilon=1e-5, stabilizer="add", bias=False, ones_input=True)),),
+                 layers=(("first", ZPlus(epsilon=1e-5, stabilizer_mode="add", bias=False, ones_input=True)),),
                  maxpool="avg2x2", splitting=splitting, start="softmax", description=description + CNN_VIEW)
 
 
@@ -157,7 +66,7 @@ def otsuki2024_mixture(epsilon: float = 1e-6, after_block: int = 8) -> Rules:
 
 def default(conv_gamma: float | None = None, linear_gamma: float | None = None) -> Rules:
     # no stabiliser is needed: the fallback handles every output whose positive part is zero
-    zplus = ZPlus(epsilon=0.0, stabilizer="none", bias=False, fallback=True)
+    zplus = ZPlus(epsilon=0.0, stabilizer_mode="none", bias=False, fallback=True)
     return Rules(conv=zplus, linear=zplus, pool=zplus, maxpool="winner", splitting=Splitting("ratio", True),
                  layers=_gamma_layers(conv_gamma, linear_gamma, bias=False), start="softmax",
                  description="the paper's method without the legacy quirks: z+ (α1β0 on signed inputs, biases "
@@ -198,7 +107,7 @@ def epsilon_gamma_box(low: Any = None, high: Any = None, epsilon: float = 1e-6, 
 
 def montavon_vgg16(low: Any = IMAGENET_LOW, high: Any = IMAGENET_HIGH) -> Rules:
     gamma = Gamma(0.25, epsilon=1e-9, generalized=False)
-    eps_rms = Epsilon(epsilon=0.25, stabilizer="rms")
+    eps_rms = Epsilon(epsilon=0.25, stabilizer_mode="rms")
     return Rules(conv=eps_rms, linear=Zero(), pool=ZPlus(epsilon=1e-9),
                  layers=(("first", ZBox(low, high, epsilon=1e-9)),
                          (lambda c: c.map == "conv" and 1 <= c.index <= 6, gamma)),

@@ -23,7 +23,7 @@ from torch import nn
 
 from .captum import LRPC
 from .errors import LrpcError
-from .presets import Rules
+from .rule_set import Rules
 from .views import heatmap_view
 
 __all__ = ["CACHE_SIZE", "clear_cache", "explain_func"]

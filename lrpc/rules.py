@@ -8,10 +8,12 @@ A rule has two halves:
   pass is visible to ``torch.compile``.
 
 Every kernel takes ``map`` (a key of ``LINEAR_MAPS``), ``args`` (the map's plain arguments) and ``nonneg``
-(the compiler proved ``a >= 0``, so the a⁻ terms vanish and are skipped).
+(the compiler proved ``a >= 0``, so the a⁻ terms vanish and are skipped). Which rule each layer gets is a rule
+set's choice: ``lrpc.rule_set.Rules``.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, fields
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -33,7 +35,22 @@ def _neg(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.clamp(max=0)
 
 
-class Rule:
+class _RenamedStabilizer(type):
+    """Rules take ``stabilizer=`` as ``stabilizer_mode=`` for one release (renamed: zennit and lrpc's presets
+    call the ε amount ``stabilizer``; here it is the mode, lrpc.stabilizers.MODES)."""
+
+    def __call__(cls, *args, **kwargs):
+        if "stabilizer" in kwargs and "stabilizer_mode" in getattr(cls, "__dataclass_fields__", {}):
+            if "stabilizer_mode" in kwargs:
+                raise TypeError(f"{cls.__name__}: pass stabilizer_mode= only (stabilizer= is its old name)")
+            warnings.warn(f"{cls.__name__}(stabilizer=...) is deprecated: use stabilizer_mode=... (the mode: "
+                          f"one of {MODES}); stabilizer= will be removed in the next release",
+                          DeprecationWarning, stacklevel=2)
+            kwargs["stabilizer_mode"] = kwargs.pop("stabilizer")
+        return super().__call__(*args, **kwargs)
+
+
+class Rule(metaclass=_RenamedStabilizer):
     """Base of the rules for linear maps. Subclasses are frozen dataclasses holding their parameters."""
 
     name: ClassVar[str]
@@ -56,10 +73,17 @@ class Rule:
         params = ", ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
         return f"{self.name}({params})"
 
+    @property
+    def stabilizer(self) -> str:
+        """Deprecated name of ``stabilizer_mode``."""
+        warnings.warn(f"{type(self).__name__}.stabilizer is deprecated: read stabilizer_mode; stabilizer will be "
+                      "removed in the next release", DeprecationWarning, stacklevel=2)
+        return self.stabilizer_mode
+
     def __post_init__(self):
-        stabilizer = getattr(self, "stabilizer", "none")
-        if stabilizer not in MODES:
-            raise LrpcError(f"{self.name}: unknown stabilizer {stabilizer!r}; choose one of {MODES}")
+        mode = getattr(self, "stabilizer_mode", "none")
+        if mode not in MODES:
+            raise LrpcError(f"{self.name}: unknown stabilizer_mode {mode!r}; choose one of {MODES}")
         if getattr(self, "epsilon", 0.0) < 0:
             raise LrpcError(f"{self.name}: epsilon must be >= 0, got {self.epsilon}")
 
@@ -74,10 +98,11 @@ def epsilon_kernel(a, out, r, weight, bias, *, map, args, nonneg, eps, stab, use
 
 @dataclass(frozen=True)
 class Epsilon(Rule):
-    """LRP-ε: R_i = a_i Σ_j w_ij R_j / stab(z_j), z_j = Σ_i a_i w_ij (+ b_j). epsilon=0 with stabilizer 'none' is LRP-0."""
+    """LRP-ε: R_i = a_i Σ_j w_ij R_j / stab(z_j), z_j = Σ_i a_i w_ij (+ b_j). ``stabilizer_mode`` says how ε
+    enters stab (``lrpc.stabilizers``); epsilon=0 with stabilizer_mode 'none' is LRP-0."""
 
     epsilon: float = 1e-6
-    stabilizer: str = "sign"
+    stabilizer_mode: str = "sign"
     bias: bool = True
     name: ClassVar[str] = "epsilon"
     kernel: ClassVar = staticmethod(epsilon_kernel)
@@ -86,7 +111,7 @@ class Epsilon(Rule):
         return {"weight": weight, "bias": bias}
 
     def kernel_kwargs(self):
-        return {"eps": float(self.epsilon), "stab": self.stabilizer, "use_bias": self.bias}
+        return {"eps": float(self.epsilon), "stab": self.stabilizer_mode, "use_bias": self.bias}
 
 
 @dataclass(frozen=True)
@@ -94,7 +119,7 @@ class Zero(Epsilon):
     """LRP-0: the plain z-rule, 0/0 := 0. On a bias-free ReLU network it equals gradient × input."""
 
     epsilon: float = 0.0
-    stabilizer: str = "none"
+    stabilizer_mode: str = "none"
     name: ClassVar[str] = "zero"
 
 
@@ -281,7 +306,7 @@ class AlphaBeta(Rule):
     alpha: float = 2.0
     beta: float = 1.0
     epsilon: float = 1e-6
-    stabilizer: str = "sign"
+    stabilizer_mode: str = "sign"
     bias: bool = True
     ones_input: bool = False
     fallback: bool = False
@@ -300,7 +325,7 @@ class AlphaBeta(Rule):
     @property
     def eps_in_bias(self) -> bool:
         """Whether b⁺ carries ε (see ``positive_stabilizer``); the fallback reads the unstabilised z, so not then."""
-        return self.epsilon > 0 and self.stabilizer in ("sign", "add") and not self.fallback
+        return self.epsilon > 0 and self.stabilizer_mode in ("sign", "add") and not self.fallback
 
     def constants(self, weight, bias, *, nonneg_input=False):
         bias = bias if self.bias else None
@@ -313,7 +338,7 @@ class AlphaBeta(Rule):
 
     def kernel_kwargs(self):
         return {"alpha": float(self.alpha), "beta": float(self.beta), "eps": float(self.epsilon),
-                "stab": self.stabilizer, "ones_input": self.ones_input, "fallback": self.fallback,
+                "stab": self.stabilizer_mode, "ones_input": self.ones_input, "fallback": self.fallback,
                 "eps_in_bias": self.eps_in_bias}
 
 
@@ -352,7 +377,7 @@ class Gamma(Rule):
 
     gamma: float = 0.25
     epsilon: float = 1e-6
-    stabilizer: str = "sign"
+    stabilizer_mode: str = "sign"
     bias: bool = True
     generalized: bool = True
     name: ClassVar[str] = "gamma"
@@ -367,7 +392,7 @@ class Gamma(Rule):
                 "b_down": None if bias is None else bias + g * bias.clamp(max=0)}
 
     def kernel_kwargs(self):
-        return {"eps": float(self.epsilon), "stab": self.stabilizer, "generalized": self.generalized}
+        return {"eps": float(self.epsilon), "stab": self.stabilizer_mode, "generalized": self.generalized}
 
 
 # ---------------------------------------------------------------------------------------------------------- z^B
@@ -390,7 +415,7 @@ class ZBox(Rule):
     low: float | Sequence[float] = 0.0
     high: float | Sequence[float] = 1.0
     epsilon: float = 1e-6
-    stabilizer: str = "sign"
+    stabilizer_mode: str = "sign"
     name: ClassVar[str] = "zbox"
     kernel: ClassVar = staticmethod(zbox_kernel)
     reads_output: ClassVar[bool] = False
@@ -408,7 +433,7 @@ class ZBox(Rule):
         return {"weight": weight, "w_pos": weight.clamp(min=0), "w_neg": weight.clamp(max=0), "low": low, "high": high}
 
     def kernel_kwargs(self):
-        return {"eps": float(self.epsilon), "stab": self.stabilizer}
+        return {"eps": float(self.epsilon), "stab": self.stabilizer_mode}
 
 
 
@@ -436,7 +461,7 @@ class Flat(Rule):
     """LRP-flat: every input in the receptive field gets an equal share (weights and inputs set to one, no bias)."""
 
     epsilon: float = 1e-6
-    stabilizer: str = "sign"
+    stabilizer_mode: str = "sign"
     name: ClassVar[str] = "flat"
     kernel: ClassVar = staticmethod(flat_kernel)
     reads_output: ClassVar[bool] = False
@@ -445,7 +470,7 @@ class Flat(Rule):
         return {"weight": None if weight is None else torch.ones_like(weight), "bias": None}
 
     def kernel_kwargs(self):
-        return {"eps": float(self.epsilon), "stab": self.stabilizer}
+        return {"eps": float(self.epsilon), "stab": self.stabilizer_mode}
 
 
 @dataclass(frozen=True)
@@ -453,7 +478,7 @@ class WSquare(Rule):
     """LRP-w²: shares ∝ w_ij² (zennit squares the bias too when ``bias=True``)."""
 
     epsilon: float = 1e-6
-    stabilizer: str = "sign"
+    stabilizer_mode: str = "sign"
     bias: bool = True
     name: ClassVar[str] = "wsquare"
     kernel: ClassVar = staticmethod(uniform_kernel)
@@ -464,7 +489,7 @@ class WSquare(Rule):
         return {"weight": weight.square(), "bias": None if bias is None or not self.bias else bias.square()}
 
     def kernel_kwargs(self):
-        return {"eps": float(self.epsilon), "stab": self.stabilizer}
+        return {"eps": float(self.epsilon), "stab": self.stabilizer_mode}
 
 
 def pass_kernel(a, out, r, *, map, args, nonneg):

@@ -66,7 +66,7 @@ def test_cache_dir_honours_the_variable_else_defaults_to_the_user_cache(tmp_path
 
 def test_dataset_ranks_on_one_machine_compile_in_turn():
     """explain-dataset --compile: each machine's first rank compiles (filling the cache) before the others start."""
-    from lrpc.dataset.engine import _compile_in_turn
+    from lrpc.dataset_jobs.engine import _compile_in_turn
     events = []
 
     class Ranks:

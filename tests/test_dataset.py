@@ -22,9 +22,9 @@ import lrpc
 from lrpc.commands import open_image
 from lrpc.data import CLASSES, GROUNDTRUTH_IMAGE_SIZE, groundtruth_model, split_scenes
 from lrpc.data.folder import preprocess_image
-from lrpc.dataset import decode
-from lrpc.dataset.store import encode
-from lrpc.dataset.worklist import scan_images
+from lrpc.dataset_jobs import decode
+from lrpc.dataset_jobs.store import encode
+from lrpc.dataset_jobs.worklist import scan_images
 from lrpc.metrics import insertion_deletion
 
 zarr = pytest.importorskip("zarr")
@@ -311,7 +311,7 @@ def test_metrics_per_image_then_changed_images_refused_and_overwrite(tmp_path, c
 
 
 def test_missing_extra_names_the_install(monkeypatch):
-    from lrpc.dataset.extras import require
+    from lrpc.dataset_jobs.extras import require
 
     for module in ("zarr", "pyarrow.parquet", "tqdm"):
         monkeypatch.setitem(sys.modules, module, None)  # what an absent package looks like to import

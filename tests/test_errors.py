@@ -165,8 +165,8 @@ def test_keep_with_an_unknown_node_lists_valid_names():
 
 
 def test_rule_and_rule_set_parameters_are_validated():
-    with pytest.raises(LrpcError, match="unknown stabilizer 'bogus'"):
-        lrpc.rules.Epsilon(stabilizer="bogus")
+    with pytest.raises(LrpcError, match="unknown stabilizer_mode 'bogus'"):
+        lrpc.rules.Epsilon(stabilizer_mode="bogus")
     with pytest.raises(LrpcError, match="epsilon must be >= 0"):
         lrpc.rules.Gamma(epsilon=-1.0)
     with pytest.raises(LrpcError, match="Rules.conv must be a rule object"):

@@ -137,8 +137,8 @@ def test_channels_last_model_and_input_give_the_same_explanation_in_the_same_lay
             assert torch.allclose(got.layer_sums[name], total, rtol=1e-10)
 
 
-@pytest.mark.parametrize("stabilizer", ["add", "sign"])
-def test_zero_epsilon_with_a_shift_stabiliser_is_lrp0_not_nan(stabilizer):
+@pytest.mark.parametrize("stabilizer_mode", ["add", "sign"])
+def test_zero_epsilon_with_a_shift_stabiliser_is_lrp0_not_nan(stabilizer_mode):
     """ε = 0 under 'add' or 'sign' is no shift at all: 0/0 must be 0 (as LRP-0 defines it), not NaN, also on the
     in-place division path (an all-zero input window gives z⁺ = 0)."""
     torch.manual_seed(5)
@@ -146,7 +146,7 @@ def test_zero_epsilon_with_a_shift_stabiliser_is_lrp0_not_nan(stabilizer):
                           nn.Flatten(), nn.Linear(4 * 8 * 8, 3)).eval()
     x = torch.rand(2, 3, 8, 8)
     x[:, :, :5, :5] = 0.0
-    rule = lrpc.rules.ZPlus(epsilon=0.0, stabilizer=stabilizer, bias=False)
+    rule = lrpc.rules.ZPlus(epsilon=0.0, stabilizer_mode=stabilizer_mode, bias=False)
     explanation = lrpc.compile(model, rules=lrpc.Rules(conv=rule, linear=rule, pool=rule), example_input=x)(x)
     assert bool(torch.isfinite(explanation.relevance).all())
     assert float(explanation.relevance[:, :, :4, :4].abs().max()) == 0.0   # nothing reaches a blank window

@@ -52,7 +52,7 @@ def image(seed: int = 1, size: int = 8) -> torch.Tensor:
 
 
 MONTAVON_LIKE = lrpc.Rules(
-    name="montavon-like", conv=Epsilon(0.25, stabilizer="rms"), linear=Zero(), pool=ZPlus(epsilon=1e-9),
+    name="montavon-like", conv=Epsilon(0.25, stabilizer_mode="rms"), linear=Zero(), pool=ZPlus(epsilon=1e-9),
     layers=(("first", ZBox(LOW, HIGH, epsilon=1e-9)), ("_3", Gamma(0.25, epsilon=1e-9, generalized=False))),
     maxpool="winner", start="logit")
 ZPLUS_FALLBACK = ZPlus(epsilon=1e-9, bias=False, fallback=True)
@@ -61,8 +61,8 @@ ZPLUS_RULES = lrpc.Rules(name="zplus", conv=ZPLUS_FALLBACK, linear=ZPLUS_FALLBAC
 
 
 # ---------------------------------------------------------------------------------------- the decomposition
-KERNEL_RULES = [Zero(), Epsilon(0.1), Epsilon(0.25, stabilizer="rms"), ZPlus(), ZPlus(bias=False, fallback=True),
-                ZPlus(epsilon=1e-5, stabilizer="add", bias=False, ones_input=True), AlphaBeta(2.0, 1.0),
+KERNEL_RULES = [Zero(), Epsilon(0.1), Epsilon(0.25, stabilizer_mode="rms"), ZPlus(), ZPlus(bias=False, fallback=True),
+                ZPlus(epsilon=1e-5, stabilizer_mode="add", bias=False, ones_input=True), AlphaBeta(2.0, 1.0),
                 Gamma(0.25), Gamma(0.25, generalized=False), ZBox(-1.5, 2.0), Flat(), WSquare()]
 
 

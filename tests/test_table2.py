@@ -43,8 +43,8 @@ EXPECTED = {
 def test_table2_splits_by_hand(name):
     model = SwapBlock().double().eval()
     # the preset's splitting policy, with a plain z⁺ everywhere so the numbers stay hand-computable
-    rules = lrpc.preset(name, start="logit").replace(conv=ZPlus(epsilon=0.0, stabilizer="none"),
-                                                     linear=ZPlus(epsilon=0.0, stabilizer="none"), layers=())
+    rules = lrpc.preset(name, start="logit").replace(conv=ZPlus(epsilon=0.0, stabilizer_mode="none"),
+                                                     linear=ZPlus(epsilon=0.0, stabilizer_mode="none"), layers=())
     x = X.view(1, 2, 1, 1)
     exp = lrpc.compile(model, rules=rules, example_input=x, keep=["branch"])(x, 0)
     expected_input, expected_branch = EXPECTED[name]

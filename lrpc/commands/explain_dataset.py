@@ -1,7 +1,7 @@
 """``lrpc explain-dataset ROOT -o JOB --model M``: every image of a folder into one zarr store and one table.
 
 The same command runs alone or under ``torchrun --nproc-per-node G [--nnodes ...] -m lrpc explain-dataset``;
-rerun it after an interruption to finish the missing units. The engine is ``lrpc.dataset``; docs/datasets.md
+rerun it after an interruption to finish the missing units. The engine is ``lrpc.dataset_jobs``; docs/datasets.md
 describes the job folder.
 """
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..dataset.engine import METRICS, describe, explain_dataset
-from ..dataset.store import DTYPES
+from ..dataset_jobs.engine import METRICS, describe, explain_dataset
+from ..dataset_jobs.store import DTYPES
 from ..metrics.perturbation import PROTOCOLS
 from ..presets import PRESETS
 from . import add_model_arguments

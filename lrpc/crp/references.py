@@ -1,7 +1,8 @@
 """Reading back a job's reference examples: ``lrpc.crp.reference_examples(job, layer, channel, mode=...)``.
 
 ``lrpc explain-dataset ... --concepts LAYER [--top N]`` ranks, for every channel of the layer, the job's images by
-that channel's relevance and by its activation (``lrpc.dataset.concepts`` says how) into ``JOB/concepts.parquet``.
+that channel's relevance and by its activation (``lrpc.dataset_jobs.concepts`` says how) into
+``JOB/concepts.parquet``.
 This reads one channel's list back, and cuts the reference crops: each image preprocessed as the job saw it
 (resize, centre crop, no normalisation), cropped to the receptive field of the channel's maximum.
 """
@@ -76,7 +77,7 @@ def reference_examples(job: str | os.PathLike, layer: str, channel: int, mode: s
         raise LrpcError(f"channel {channel!r} out of range: layer {layer!r} has {channels} channels")
     if not (job / "concepts.parquet").is_file():
         raise LrpcError(f"{job} has no concepts.parquet yet: the job is not finished (rerun the same command)")
-    from ..dataset.extras import require
+    from ..dataset_jobs.extras import require
 
     pq = require("pyarrow.parquet")
     table = pq.read_table(job / "concepts.parquet", filters=[("layer", "==", layer), ("channel", "==", int(channel)),

@@ -1,12 +1,22 @@
-"""Whole datasets: ``lrpc explain-dataset`` / ``lrpc.explain_dataset`` on one process or under ``torchrun``.
+"""Deprecated alias of ``lrpc.dataset_jobs`` (the explain-dataset engine), and of each of its submodules.
 
-A job folder ``JOB/`` holds ``maps.zarr`` (``lrpc.dataset.store``), ``table.parquet`` (``lrpc.dataset.table``),
-``job.json`` (``lrpc.dataset.job``), ``summary.json`` and ``_SUCCESS``. Images are cut into units of
-consecutive indices (``lrpc.dataset.worklist``), each explained as one batch, stored as one zarr chunk and
-committed by its table part; ranks split the missing units (``lrpc.dataset.distributed``). zarr and pyarrow
-(``pip install 'lrpc[dataset]'``) are imported only when a job runs.
+Renamed because ``lrpc.dataset`` read like ``lrpc.data`` (the procedural tasks, shipped models and image reading)
+while it holds the engine that explains a whole dataset as a resumable job. Removed in the next release.
 """
-from .engine import METRICS, describe, explain_dataset
-from .store import decode
+import importlib
+import sys
+import warnings
 
-__all__ = ["METRICS", "decode", "describe", "explain_dataset"]
+from ..dataset_jobs import *  # noqa: F403
+from ..dataset_jobs import __all__  # noqa: F401
+
+SUBMODULES = ("concepts", "distributed", "engine", "extras", "job", "progress", "store", "table", "worklist")
+
+warnings.warn("lrpc.dataset is deprecated: import lrpc.dataset_jobs (the explain-dataset engine) instead; "
+              "lrpc.dataset will be removed in the next release", DeprecationWarning, stacklevel=2)
+
+for _name in SUBMODULES:   # `import lrpc.dataset.store` finds the one module under both names
+    _module = importlib.import_module(f"lrpc.dataset_jobs.{_name}")
+    sys.modules[f"{__name__}.{_name}"] = _module
+    globals()[_name] = _module
+del _name, _module

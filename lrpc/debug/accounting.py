@@ -61,7 +61,7 @@ def absorber(plan: "NodePlan") -> str | None:
         rule = plan.rule
         if getattr(rule, "bias", False) and plan.info.bias is not None:
             parts.append("bias")
-        if getattr(rule, "epsilon", 0.0) > 0 or getattr(rule, "stabilizer", None) == "rms":
+        if getattr(rule, "epsilon", 0.0) > 0 or getattr(rule, "stabilizer_mode", None) == "rms":
             parts.append("stabiliser")
     elif plan.info.kind == "add" and plan.splitting.mode == "proportional" and plan.splitting.epsilon > 0:
         parts.append("stabiliser")

@@ -219,6 +219,6 @@ class Analysis:
     def _check_sliceable(self, region: Region) -> None:
         for name in region.nodes:
             rule = self.probe.plans[name].rule
-            if rule is not None and getattr(rule, "stabilizer", None) == "rms":
+            if rule is not None and getattr(rule, "stabilizer_mode", None) == "rms":
                 raise LrpcError(f"node {name!r} uses an RMS stabiliser, which couples channels: single-path "
                                 "relevance cannot be computed one channel at a time")

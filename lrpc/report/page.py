@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.folder import preprocess_image
-from ..dataset.extras import require
-from ..dataset.store import decode
+from ..dataset_jobs.extras import require
+from ..dataset_jobs.store import decode
 from ..errors import LrpcError
 from .pictures import heatmap_uri, png_uri
 

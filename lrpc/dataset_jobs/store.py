@@ -10,7 +10,7 @@ Arrays (zarr v3, named dimensions, NaN where an image failed or is not done yet)
 
 Every write covers whole chunks of one unit, so no two processes ever write into the same chunk. zarr does not
 store a chunk that equals the fill value, so chunk presence says nothing about completion: the table part
-written after the chunks is the completion marker (``lrpc.dataset.table``).
+written after the chunks is the completion marker (``lrpc.dataset_jobs.table``).
 """
 from __future__ import annotations
 

@@ -83,7 +83,7 @@ def explain_dataset(root: str | os.PathLike, output: str | os.PathLike, *, model
     rank does its share; run it again after an interruption and only the missing units are explained.
     A job made with other settings is refused unless ``overwrite``. ``concepts`` names layers (module paths
     or node names; a comma-separated string works too) whose channels get reference examples: the ``top``
-    images by relevance and by activation per channel, in ``JOB/concepts.parquet`` (``lrpc.dataset.concepts``).
+    images by relevance and by activation per channel, in ``JOB/concepts.parquet`` (``lrpc.dataset_jobs.concepts``).
     """
     metrics = _check_settings(rules, target, unit, metrics, protocol, dtype, input_size, resize, normalize,
                               loader_threads)
