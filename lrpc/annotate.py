@@ -2,25 +2,24 @@
 
 ``annotate`` looks every node up in the op table, walks back from the logits to find the nodes relevance
 reaches, and refuses to compile (default-deny) if any of them has no relevance op, listing them all.
-It then assigns rules (``Rules.rule_for``), max-pool modes and splitting policies, and checks each choice
-against the layer it lands on (e.g. z^B needs weights; the 2x2 max-pool stand-in must fit the pool's shape).
+It then lets each node's kind (``lrpc.op_kinds``) assign rules (``Rules.rule_for``), max-pool modes and
+splitting policies, and check each choice against the layer it lands on (e.g. z^B needs weights; the 2x2
+max-pool stand-in must fit the pool's shape).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-import torch
 import torch.fx as fx
 
 from .canonicalize import module_of
 from .errors import LrpcError
 from .kernels import check_start
-from .linear_maps import LINEAR_MAPS
-from .ops import SOURCE, Context, OpInfo, Unsupported, describe_target, op_info, packet, shape
-from .ops.attention import is_softmax_output
+from .op_kinds import kind_of, lookup
+from .ops import SOURCE, Context, OpInfo, Unsupported, describe_target, op_info, shape
 from .rule_set import LayerContext, Rules
-from .rules import Pass, Rule
-from .splitting import AddKind, Splitting, classify_add
+from .rules import Rule
+from .splitting import AddKind, Splitting
 
 
 @dataclass
@@ -38,7 +37,7 @@ class NodePlan:
     splitting: Splitting | None = None
     add_kind: AddKind | None = None
     layer: LayerContext | None = None
-    transform: str | None = None   # the rule set's relevance for a non-linear op (``transformer_op``)
+    transform: str | None = None   # the kind a rule set chose for the op's relevance (``transformer_op``)
 
 
 def _audit_line(node: fx.Node, gm: fx.GraphModule, reason: str) -> str:
@@ -91,9 +90,8 @@ def annotate(gm: fx.GraphModule, rules: Rules) -> tuple[dict[fx.Node, NodePlan],
                         f"(lrpc never falls back to the gradient):\n{lines}")
 
     plans: dict[fx.Node, NodePlan] = {}
-    weighted = [n for n in nodes if n in live and infos[n].kind == "linear" and LINEAR_MAPS[infos[n].map].weighted]
-    weighted_index = {n: i for i, n in enumerate(weighted)}
-    adds_before = 0
+    weighted = [n for n in nodes if n in live and lookup(infos[n].kind).weighted(infos[n])]
+    scope = Scope(gm, infos, order, {n: i for i, n in enumerate(weighted)}, len(weighted))
     for n in nodes:
         if n not in live:
             continue
@@ -102,57 +100,36 @@ def annotate(gm: fx.GraphModule, rules: Rules) -> tuple[dict[fx.Node, NodePlan],
         plan = NodePlan(n, info, path, type_name, transform=transforms.get(n))
         plan.nonneg = info.nonneg == "always" or (info.nonneg == "inputs" and bool(info.inputs)
                                                    and all(plans[i].nonneg for i in info.inputs if i in plans))
-        if info.kind == "linear":
-            n.meta["lrpc_weighted"] = LINEAR_MAPS[info.map].weighted
-            plan.layer = LayerContext(n.name, path, type_name, info.map, weighted_index.get(n, -1), len(weighted),
-                                      adds_before, is_attention_projection(n, infos))
-            plan.rule = rules.rule_for(plan.layer)
-            _check_rule(plan, gm)
-        elif info.kind == "maxpool":
-            plan.maxpool = rules.maxpool
-            plan.maxpool_epsilon = rules.maxpool_epsilon if rules.maxpool == "avg2x2" else 0.0
-            _check_maxpool(plan, gm)
-        elif info.kind == "add":
-            plan.splitting = rules.splitting
-            plan.add_kind = classify_add(n, info.inputs, order)
-            adds_before += 1
+        kind = kind_of(plan)
+        kind.configure(plan, rules, scope)
+        if kind.residual_join:
+            scope.adds_before += 1
         plans[n] = plan
     return plans, logits
 
 
+@dataclass
+class Scope:
+    """What a kind's ``configure`` may read of the whole graph."""
+
+    gm: fx.GraphModule
+    infos: dict
+    order: dict[fx.Node, int]
+    weighted_index: dict[fx.Node, int]
+    n_weighted: int
+    adds_before: int = 0   # residual joins before the node being planned
+
+    def layer_context(self, plan: NodePlan) -> LayerContext:
+        n = plan.node
+        return LayerContext(n.name, plan.module, plan.module_type, plan.info.map, self.weighted_index.get(n, -1),
+                            self.n_weighted, self.adds_before, is_attention_projection(n, self.infos))
+
+
 def transformer_op(info: OpInfo, rules: Rules) -> tuple[OpInfo, str | None]:
     """The rule set's choice for the non-linear ops of transformers (docs/transformers.md): op handlers say what an op
-    is, this picks its relevance. Returns the (possibly rewired) op and the kernel tag ``relevance_pass`` emits."""
-    extra = info.extra
-    if info.kind == "batchnorm" and "batchnorm" in extra and rules.batchnorm == "affine":
-        return info, "batchnorm_affine"
-    if info.kind == "pass":
-        if "layernorm" in extra and rules.layernorm == "frozen_std":
-            return info, "layernorm_frozen_std"
-        if "centering" in extra and rules.layernorm == "frozen_std":
-            return info, "centering"
-        if "constant_add" in extra and rules.constant_add == "proportional":
-            return info, "constant_add"
-        if "softmax_dim" in extra and rules.attention == "attnlrp":
-            return info, "softmax"
-    elif info.kind == "product" and "activated" in extra and rules.gated_product == "frozen_gate":
-        gate = extra["activated"]
-        signal = next(i for i in info.inputs if i is not gate)
-        return OpInfo("gate", (signal,), extra={"gate": gate}), None
-    elif rules.attention == "attnlrp":
-        if info.kind == "attention":   # relevance also reaches the queries and keys, through the softmax
-            query, key, value, _ = extra["operands"]
-            return replace(info, inputs=(query, key, value)), "attnlrp"
-        if info.kind == "frozen_matmul" and is_softmax_output(extra["operands"][extra["frozen"]]):
-            return OpInfo("matmul_product", tuple(extra["operands"])), None
-    return info, None
-
-
-# ops that carry attention's q, k, v or output between the projection and the attention op unchanged in value
-_SCALINGS = {torch.ops.aten.mul, torch.ops.aten.div, torch.ops.aten.clone, torch.ops.aten.contiguous,
-             torch.ops.aten.dropout, torch.ops.aten.alias, torch.ops.aten._to_copy}
-_CARRIERS = ("reshape", "permute", "move", "cat", "stack")
-_ATTENTION_KINDS = ("attention", "frozen_matmul", "matmul_product")
+    is, its kind's ``under_rules`` picks its relevance. Returns the (possibly rewired) op and the name of the kind
+    that emits its relevance instead, or None."""
+    return lookup(info.kind).under_rules(info, rules)
 
 
 def is_attention_projection(node: fx.Node, infos: dict) -> bool:
@@ -161,12 +138,11 @@ def is_attention_projection(node: fx.Node, infos: dict) -> bool:
     modules), and a compiler decides it from the graph, for every spelling alike."""
     def carrier(n: fx.Node) -> bool:
         info = infos.get(n)
-        return isinstance(info, OpInfo) and (info.kind in _CARRIERS or (info.kind == "pass" and
-                                                                          packet(n) in _SCALINGS))
+        return isinstance(info, OpInfo) and lookup(info.kind).carries_value(n)
 
     def is_attention(n: fx.Node) -> bool:
         info = infos.get(n)
-        return isinstance(info, OpInfo) and info.kind in _ATTENTION_KINDS
+        return isinstance(info, OpInfo) and lookup(info.kind).attention
 
     stack, seen = list(node.users), set()
     while stack:   # forward: into an attention op
@@ -184,31 +160,3 @@ def is_attention_projection(node: fx.Node, infos: dict) -> bool:
             return True
         n = n.all_input_nodes[0] if carrier(n) and n.all_input_nodes else None
     return False
-
-
-def _check_rule(plan: NodePlan, gm: fx.GraphModule) -> None:
-    rule, info, n = plan.rule, plan.info, plan.node
-    problem = None
-    if rule.needs_weights and not LINEAR_MAPS[info.map].weighted:
-        problem = f"rule {rule.name} needs weights but {getattr(packet(n), '__name__', info.map)} has none"
-    elif isinstance(rule, Pass) and shape(info.inputs[0]) != shape(n):
-        problem = f"rule pass needs equal input and output shapes, got {shape(info.inputs[0])} -> {shape(n)}"
-    elif rule.name == "zbox" and info.map == "conv" and info.args[3] != 1:
-        problem = "rule zbox on a grouped conv"
-    elif rule.name == "zbox" and info.map == "conv_transpose":
-        problem = "rule zbox on a transposed conv"
-    if problem:
-        raise LrpcError(f"node {n.name!r} ({describe_target(n, gm)}): {problem}")
-
-
-def _check_maxpool(plan: NodePlan, gm: fx.GraphModule) -> None:
-    n, window = plan.node, plan.info.extra["window"]
-    dilation = window.get("dilation", ())
-    if plan.maxpool == "proportional" and any(d != 1 for d in dilation):
-        raise LrpcError(f"node {n.name!r}: proportional max-pool relevance needs dilation 1, got {dilation}")
-    if plan.maxpool == "avg2x2":
-        spatial = tuple(shape(plan.info.inputs[0])[2:])
-        if tuple(shape(n)[2:]) != tuple(s // 2 for s in spatial):
-            raise LrpcError(f"node {n.name!r}: the 2x2 average stand-in for max-pool maps {spatial} to "
-                            f"{tuple(s // 2 for s in spatial)}, but the pool's output is {tuple(shape(n)[2:])}; use "
-                            "maxpool='winner' or 'proportional' for this model")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from . import modalities
+from .op_kinds import kind_of
 from .views import heatmap_view
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class Explanation:
         cut = self.layer_sum_matrix
         before = torch.cat([torch.zeros_like(cut[:, :1]), cut[:, :-1]], 1)
         absorbed = cut - before
-        if self.explainer.plans[self.layer_names[0]].info.kind == "input":
+        if kind_of(self.explainer.plans[self.layer_names[0]]).is_input:
             absorbed[:, 0] = 0   # its cut is the input relevance itself
         return absorbed
 
@@ -61,7 +62,7 @@ class Explanation:
         sinks = (matrix.abs() > scale).any(0).tolist()
         plans = self.explainer.plans
         return {name: matrix[:, k] for k, name in enumerate(self.layer_names)
-                if sinks[k] or plans[name].info.kind == "inert"}
+                if sinks[k] or kind_of(plans[name]).absorbs_constant}
 
     @property
     def node_sums(self) -> dict[str, torch.Tensor]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from .op_kinds import kind_of
 from .ops import packet
 
 aten = torch.ops.aten
@@ -30,7 +31,7 @@ def channel_axis(input_shape: tuple[int, ...], plans: dict) -> int:
     """The input axis holding channels: the one whose size the first convolution reads as channels when exactly
     one axis has that size, else 1 (the PyTorch convention [B, C, ...])."""
     for plan in plans.values():
-        if plan.info.kind == "linear" and packet(plan.node) in _CONVS and plan.info.weight is not None:
+        if kind_of(plan).applies_rule and packet(plan.node) in _CONVS and plan.info.weight is not None:
             channels = plan.info.weight.shape[1] * plan.info.args[3]   # in-channels per group x groups
             axes = [k for k in range(1, len(input_shape)) if input_shape[k] == channels]
             return axes[0] if len(axes) == 1 else 1

@@ -16,6 +16,7 @@ import torch.fx as fx
 
 from . import kernels
 from .errors import LrpcError
+from .op_kinds import kind_of
 from .ops import batch_layout
 
 
@@ -37,7 +38,7 @@ def check_batch_major(plans) -> None:
             raise LrpcError(f"explain_targets needs the batch in dimension 0 of every activation, alone, but "
                             f"node {name!r} holds it in dimension {dim}{' merged with another size' if inner else ''}"
                             "; call the explainer once per target")
-        if plan.info.kind == "permute" and plan.info.args[0] % len(plan.info.args) != 0:
+        if kind_of(plan).moves_batch(plan):
             raise LrpcError(f"explain_targets needs the batch in dimension 0 of every activation, but node "
                             f"{name!r} permutes it to {tuple(plan.info.args)}; call the explainer once per target")
 

@@ -1,8 +1,9 @@
 """Step 4 of the pipeline: pair every forward node with its relevance op in ONE generated GraphModule.
 
 The generated ``forward(x, target=None)`` runs the canonical forward graph once, then walks it in reverse
-topological order. A node's relevance is the sum of the messages its consumers send it (fan-out); its op turns
-that into one message per tensor input. Forward activations are reused, never recomputed.
+topological order. A node's relevance is the sum of the messages its consumers send it (fan-out); its kind
+(``lrpc.op_kinds``) turns that into one message per tensor input. Forward activations are reused, never
+recomputed.
 
 Per-sample message totals are stacked into ``S`` [B, E] (E = edges carrying relevance, plus the start edge).
 Two constant 0/1 matrices turn them into the readouts: ``S @ cut`` is the relevance crossing the graph cut just
@@ -19,11 +20,11 @@ from typing import Iterable
 import torch
 import torch.fx as fx
 
-from . import kernels, transformer_rules, windows
+from . import kernels, windows
 from .annotate import NodePlan
 from .errors import LrpcError
-from .ops import SOURCE, batch_layout, shape
-from .splitting import split_add
+from .op_kinds import kind_of
+from .ops import SOURCE, batch_layout
 
 
 @dataclass
@@ -35,6 +36,10 @@ class Pairing:
 
 
 class RelevancePass:
+    """Writes the generated module. A node's kind (``lrpc.op_kinds``) emits its relevance step through
+    ``call``, ``send`` and ``constants``, reading ``env`` (forward node -> its copy), ``plans`` and
+    ``maxpool_indices``."""
+
     def __init__(self, gm: fx.GraphModule, plans: dict[fx.Node, NodePlan], logits: fx.Node, start: str,
                  dtype: torch.dtype, keep: Iterable[str] = (), debug: bool = False):
         self.gm, self.plans, self.logits, self.start, self.dtype = gm, plans, logits, start, dtype
@@ -186,127 +191,5 @@ class RelevancePass:
 
     # ---------------------------------------------------------------------------------------------- per kind
     def emit(self, plan: NodePlan, r: fx.Node, total: fx.Node) -> None:
-        n, info = plan.node, plan.info
-        ins = [self.env[i] for i in info.inputs]
-        kind = info.kind
-        tag = f"rel_{n.name}"
-        if plan.transform is not None:
-            self.emit_transformer_op(plan, r, ins)
-        elif kind in ("pass", "batchnorm"):
-            self.send(info.inputs[0], n, r, total)
-        elif kind == "gate":
-            message = r if shape(info.inputs[0]) == shape(n) else \
-                self.call(kernels.gate_relevance, (r, ins[0]), name=tag)
-            self.send(info.inputs[0], n, message, total)
-        elif kind == "move":
-            extra = info.extra
-            tensors = [self.env[t] for t in extra["tensors"]]
-            kwargs = fx.node.map_arg(extra["kwargs"], self.env.__getitem__)   # a symbolic size (``x[:B]``)
-            message = self.call(extra["back"], (r, ins[0], *tensors), kwargs, name=tag)
-            self.send(info.inputs[0], n, message, total)
-        elif kind in ("product", "matmul_product", "stack", "scatter"):
-            if kind == "scatter":
-                parts = self.call(kernels.scatter_back, (r, *ins), fx.node.map_arg(info.extra, self.env.__getitem__),
-                                  name=tag)
-            elif kind == "product":
-                parts = self.call(kernels.product_relevance, (r, *ins), name=tag)
-            elif kind == "matmul_product":
-                parts = self.call(kernels.matmul_product, (r, *ins, self.env[n]), name=tag)
-            else:
-                parts = self.call(kernels.split_stack, (r, *ins), {"dim": info.args[0]}, name=tag)
-            for k, producer in enumerate(info.inputs):
-                self.send(producer, n, self.call(operator.getitem, (parts, k), name=f"{tag}_{k}"))
-        elif kind == "frozen_matmul":
-            a, b = (self.env[o] for o in info.extra["operands"])
-            message = self.call(kernels.frozen_matmul, (r, a, b, self.env[n]), {"frozen": info.extra["frozen"]},
-                                name=tag)
-            self.send(info.inputs[0], n, message)
-        elif kind == "attention":
-            q, k, v, mask = (None if o is None else self.env[o] for o in info.extra["operands"])
-            message = self.call(kernels.attention_relevance, (r, q, k, v, mask, self.env[n]),
-                                {"is_causal": info.extra["is_causal"], "scale": info.extra["scale"]}, name=tag)
-            self.send(info.inputs[0], n, message)
-        elif kind == "reshape":
-            self.send(info.inputs[0], n, self.call(kernels.reshape_back, (r, ins[0]), name=tag), total)
-        elif kind == "permute":
-            self.send(info.inputs[0], n, self.call(kernels.permute_back, (r,), {"dims": info.args}, name=tag), total)
-        elif kind == "linear":
-            rule = plan.rule
-            nonneg = self.plans[info.inputs[0]].nonneg
-            consts = self.constants(n, rule, info.weight, info.bias, nonneg)
-            kwargs = {"map": info.map, "args": info.args, "nonneg": nonneg, **rule.kernel_kwargs()}
-            source = self.plans[info.inputs[0]].info
-            if getattr(rule, "fallback", False) and source.kind == "pad":
-                # an even spread over a window must not hand relevance to the zeros an explicit pad added (the
-                # asymmetric remainder of TF "same" padding): they are cropped away, and it would be lost
-                kwargs["valid"] = self.call(kernels.pad_mask, (self.env[source.inputs[0]],), {"pad": source.args},
-                                            name=f"valid_{n.name}")
-            out = self.env[n] if rule.reads_output else None
-            message = self.call(rule.kernel, (ins[0], out, r, *consts), kwargs, name=tag)
-            self.send(info.inputs[0], n, message)
-        elif kind == "maxpool":
-            message = self.call(kernels.maxpool_relevance, (ins[0], self.env[n], r),
-                                {"mode": plan.maxpool, "window": info.extra["window"], "eps": plan.maxpool_epsilon,
-                                 "indices": self.maxpool_indices.get(n)}, name=tag)
-            self.send(info.inputs[0], n, message)
-        elif kind == "amax":
-            dims, keepdim = info.args
-            message = self.call(kernels.amax_relevance, (ins[0], self.env[n], r), {"dims": dims, "keepdim": keepdim},
-                                name=tag)
-            self.send(info.inputs[0], n, message)
-        elif kind == "pad":
-            self.send(info.inputs[0], n, self.call(kernels.unpad, (r,), {"pad": info.args}, name=tag))
-        elif kind == "cat":
-            parts = self.call(kernels.split_cat, (r, *ins), {"dim": info.args[0]}, name=tag)
-            for k, producer in enumerate(info.inputs):
-                self.send(producer, n, self.call(operator.getitem, (parts, k), name=f"{tag}_{k}"))
-        elif kind == "add":
-            policy, add_kind = plan.splitting, plan.add_kind
-            silent = add_kind.skip if (add_kind.kind == "identity" and not policy.identity) else -1
-            nonneg = tuple(i in self.plans and self.plans[i].nonneg for i in info.inputs)
-            if info.extra.get("negated"):   # a − b: split between a and the contribution −b
-                ins[1] = self.call(torch.neg, (ins[1],), name=f"neg_{n.name}")
-                nonneg = (nonneg[0], False)
-            parts = self.call(split_add, (r, *ins), {"mode": policy.mode, "eps": policy.epsilon, "silent": silent,
-                                                     "nonneg": nonneg}, name=tag)
-            for k, producer in enumerate(info.inputs):
-                self.send(producer, n, self.call(operator.getitem, (parts, k), name=f"{tag}_{k}"))
-        elif kind == "inert":  # a constant tensor (e.g. concatenated to a signal) absorbs its share, like a bias
-            return
-        else:  # annotate admits no other kind onto the relevance path
-            raise AssertionError(f"relevance pass reached node {n.name} of kind {kind}")
-
-    def emit_transformer_op(self, plan: NodePlan, r: fx.Node, ins: list[fx.Node]) -> None:
-        """The rule set's relevance for a non-linear op (``annotate.transformer_op``; docs/transformers.md)."""
-        n, info, transform = plan.node, plan.info, plan.transform
-        tag = f"rel_{n.name}"
-        if transform == "attnlrp":
-            q, k, v, mask = (None if o is None else self.env[o] for o in info.extra["operands"])
-            parts = self.call(transformer_rules.attnlrp_attention, (r, q, k, v, mask, self.env[n]),
-                              {"is_causal": info.extra["is_causal"], "scale": info.extra["scale"]}, name=tag)
-            for k, producer in enumerate(info.inputs):
-                self.send(producer, n, self.call(operator.getitem, (parts, k), name=f"{tag}_{k}"))
-            return
-        if transform == "layernorm_frozen_std":
-            norm = info.extra["layernorm"]
-            weight = None if norm["weight"] is None else self.env[norm["weight"]]
-            message = self.call(transformer_rules.layernorm_frozen_std, (r, ins[0], self.env[n], weight),
-                                {"normalized_shape": norm["normalized_shape"], "eps": norm["eps"]}, name=tag)
-        elif transform == "centering":
-            message = self.call(transformer_rules.centering_relevance, (r, ins[0], self.env[n]),
-                                {"dims": info.extra["centering"]}, name=tag)
-        elif transform == "batchnorm_affine":
-            norm = info.extra["batchnorm"]
-            weight = None if norm["weight"] is None else self.env[norm["weight"]]
-            message = self.call(transformer_rules.batchnorm_share, (r, ins[0], self.env[n],
-                                                                    self.env[norm["running_var"]], weight),
-                                {"eps": norm["eps"]}, name=tag)
-        elif transform == "constant_add":
-            message = self.call(transformer_rules.constant_add_share, (r, ins[0], self.env[n]),
-                                {"coefficient": info.extra["constant_add"]}, name=tag)
-        elif transform == "softmax":
-            message = self.call(transformer_rules.softmax_relevance, (r, ins[0], self.env[n]),
-                                {"dim": info.extra["softmax_dim"]}, name=tag)
-        else:
-            raise AssertionError(f"unknown transformer op {transform!r} at node {n.name}")
-        self.send(info.inputs[0], n, message)
+        """The node's relevance step, written by its kind (``lrpc.op_kinds``)."""
+        kind_of(plan).emit(self, plan, r, total)

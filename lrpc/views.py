@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import LrpcError
+from .op_kinds import kind_of
 from .quantize import heat_quantize
 from .receptive_field import window_geometry
 
@@ -140,10 +141,6 @@ def heatmap_view(heat: torch.Tensor, *, sign: str = "signed", smooth: Smooth = N
 
 # -- "auto": σ from the model's stem ---------------------------------------------------------------------------
 
-# Node kinds that keep every position where it is (elementwise ops, normalisation, padding): the stem walks on.
-_POINTWISE = ("pass", "batchnorm", "gate", "pad")
-
-
 def stem_sigma(plans: dict) -> tuple[float, ...]:
     """σ per spatial dimension of the model's *stem*, the standard deviation of its receptive field.
 
@@ -159,7 +156,7 @@ def stem_sigma(plans: dict) -> tuple[float, ...]:
     torchvision's ResNets (7x7 stride 2, 3x3 max pool stride 2): σ = √(4 + 8/3) ≈ 2.58 px; VGG (two 3x3, 2x2
     pool): ≈ 1.26 px; a ViT with a 16x16 patch convolution: ≈ 4.6 px. A model without a windowed layer before its
     first fork (an MLP, a patch embedding written as reshape + linear) gets 0: no blur."""
-    current = next((plan.node for plan in plans.values() if plan.info.kind == "input"), None)
+    current = next((plan.node for plan in plans.values() if kind_of(plan).is_input), None)
     variance: list[float] | None = None
     jump: list[int] | None = None
     strided = False
@@ -171,7 +168,7 @@ def stem_sigma(plans: dict) -> tuple[float, ...]:
         plan = plans[current.name]
         window = window_geometry(plan)
         if window is None:
-            if plan.info.kind in _POINTWISE:
+            if kind_of(plan).pointwise:   # keeps every position where it is: the stem walks on
                 continue
             break
         kernel, stride, _, dilation = window

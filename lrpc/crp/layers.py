@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch.fx as fx
 
 from ..errors import LrpcError
+from ..op_kinds import kind_of
 from ..ops import sample_layout, shape
 
 
@@ -52,9 +53,9 @@ def _channel_dim(plans: dict, node: str) -> int:
     while plan is not None and plan.node.name not in seen:
         seen.add(plan.node.name)
         info = plan.info
-        if info.kind == "linear" and info.map == "conv":
+        if kind_of(plan).applies_rule and info.map == "conv":
             return 1
-        if info.kind == "linear" and info.map == "linear":
+        if kind_of(plan).applies_rule and info.map == "linear":
             return rank - 1
         same = [i for i in info.inputs if i.name in plans and shape(i) == shape(plan.node)]
         plan = plans[same[0].name] if same else None

@@ -30,6 +30,7 @@ from ..compiler import compile as compile_explainer
 from ..data.folder import preprocess_image
 from ..debug.accounting import absorber
 from ..errors import LrpcError
+from ..op_kinds import kind_of
 from ..metrics.perturbation import PROTOCOLS, insertion_deletion, resolve_protocol
 from ..presets import PRESETS
 from ..views import heatmap_view
@@ -316,7 +317,7 @@ class _UnitExplainer:
         # 'absorbed' column exists exactly for rule sets that have them, so every unit's part has one schema.
         plans = explainer.plans
         self.absorbers = [k for k, name in enumerate(explainer.layer_names)
-                          if absorber(plans[name]) or plans[name].info.kind == "inert"]
+                          if absorber(plans[name]) or kind_of(plans[name]).absorbs_constant]
         self.schema = table_schema(self.metric_columns, bool(self.absorbers))
         if self.target.isdigit() and int(self.target) >= explainer.num_classes:
             raise LrpcError(f"target {self.target} out of range for {explainer.num_classes} classes")

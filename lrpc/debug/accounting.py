@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..op_kinds import kind_of
+
 if TYPE_CHECKING:  # runtime imports this package lazily; no import cycle at run time
     from ..annotate import NodePlan
     from ..runtime import Explanation
@@ -54,23 +56,9 @@ def node_flows(explanation: "Explanation") -> dict[str, NodeFlow]:
 
 
 def absorber(plan: "NodePlan") -> str | None:
-    """What in a node's op may absorb relevance by design ("bias", "stabiliser", both), or None: a conserving
-    op whose delta is not zero is a bug or a documented stand-in, not absorption."""
-    parts = []
-    if plan.info.kind == "linear":
-        rule = plan.rule
-        if getattr(rule, "bias", False) and plan.info.bias is not None:
-            parts.append("bias")
-        if getattr(rule, "epsilon", 0.0) > 0 or getattr(rule, "stabilizer_mode", None) == "rms":
-            parts.append("stabiliser")
-    elif plan.info.kind == "add" and plan.splitting.mode == "proportional" and plan.splitting.epsilon > 0:
-        parts.append("stabiliser")
-    elif plan.transform is not None:   # transformer rules (docs/transformers.md)
-        parts.append({"layernorm_frozen_std": "bias", "batchnorm_affine": "bias", "constant_add": "constant",
-                      "softmax": "softmax", "attnlrp": "softmax"}[plan.transform])
-    elif plan.info.kind == "maxpool" and plan.maxpool == "avg2x2":
-        parts.append("stabiliser")  # a 2x2 block that is all zero drops its relevance into the +eps
-    return "+".join(parts) or None
+    """What in a node's op may absorb relevance by design ("bias", "stabiliser", both, "constant", "softmax"),
+    or None: a conserving op whose delta is not zero is a bug or a documented stand-in, not absorption."""
+    return "+".join(kind_of(plan).absorbs(plan)) or None
 
 
 def leaks(explanation: "Explanation", tol: float = 1e-6, relative: bool = True) -> list[Leak]:

@@ -11,9 +11,10 @@ from pathlib import Path
 import networkx as nx
 
 from ..errors import LrpcError
+from ..op_kinds import KINDS
+from ..op_kinds.base import DEFAULT_COLOUR
 
-KIND_COLOURS = {"linear": "#cfe2f3", "add": "#fce5cd", "maxpool": "#f4cccc", "amax": "#f4cccc", "cat": "#d9ead3",
-                "input": "#d9d2e9", "off-path": "#ffffff"}
+OFF_PATH_COLOUR = "#ffffff"
 SKIP_STYLE = 'color="#1f5fbf", fontcolor="#1f5fbf", style=dashed, penwidth=2'
 MAIN_STYLE = 'color="#2b8a3e", fontcolor="#2b8a3e", penwidth=2'
 # outlines for nodes whose op creates or loses relevance, by |delta| / |start|: the worst level that applies wins
@@ -43,7 +44,7 @@ def _label(name: str, a: dict) -> str:
     choice = _choice(a)
     if choice:
         lines.extend(textwrap.wrap(choice, 44, break_on_hyphens=False))
-    if a["kind"] == "add":
+    if "skip_kind" in a:   # an add
         lines.append(f"{a['skip_kind']} skip" if "skip_input" in a else "no skip found (generic)")
     if "relevance_node" in a:
         lines.append(f"relevance: {a['relevance_node']}")
@@ -62,10 +63,19 @@ def _leak_colour(a: dict, start: float | None) -> str | None:
     return None
 
 
+def _fill(a: dict) -> str:
+    """The node's kind colour (``OpKind.colour``); a graph read back from a file may name a kind no longer
+    registered."""
+    if not a["on_path"]:
+        return OFF_PATH_COLOUR
+    kind = KINDS.get(a["kind"])
+    return DEFAULT_COLOUR if kind is None else kind.colour
+
+
 def _node_line(name: str, a: dict, start: float | None) -> str:
     style = ["rounded", "filled"] + ([] if a["on_path"] else ["dashed"])
     attrs = [f"label={_quote(_label(name, a))}", f'style="{",".join(style)}"',
-             f'fillcolor="{KIND_COLOURS.get(a["kind"], "#f3f3f3")}"']
+             f'fillcolor="{_fill(a)}"']
     if not a["on_path"]:
         attrs.append('color="#999999", fontcolor="#777777"')
     leak = _leak_colour(a, start)
@@ -179,7 +189,7 @@ def _cell(value) -> str:
 
 
 def _policy(a: dict) -> str | None:
-    if a["kind"] == "add":
+    if "skip_kind" in a:   # an add
         skip = f"{a['skip_kind']} skip={a['skip_input']}" if "skip_input" in a else a["skip_kind"]
         return f"{a['splitting']}; {skip}"
     return _choice(a)

@@ -31,6 +31,7 @@ import torch
 import torch.fx as fx
 
 from ..canonicalize import module_of
+from ..op_kinds import kind_of
 from ..ops import shape
 from .accounting import absorber, node_flows
 
@@ -46,7 +47,7 @@ def forward_graph(explainer: "Explainer") -> fx.Graph:
 
 
 def residual_blocks(explainer: "Explainer") -> list[str]:
-    return sorted({p.module for p in explainer.plans.values() if p.info.kind == "add" and p.module})
+    return sorted({p.module for p in explainer.plans.values() if kind_of(p).residual_join and p.module})
 
 
 def block_of(module: str | None, blocks: list[str]) -> str | None:
@@ -90,7 +91,7 @@ def _node_attributes(n: fx.Node, order: int, gm: fx.GraphModule, explainer: "Exp
     if on_path:
         optional.update(relevance_node=pairing.relevance,
                         message_nodes=[message for _, message in pairing.messages], absorbs=absorber(plan))
-        optional.update(_op_choice(plan))
+        optional.update(kind_of(plan).dump_choice(plan))
     attrs.update({k: v for k, v in optional.items() if v is not None})
     return attrs
 
@@ -112,23 +113,6 @@ def _target_text(n: fx.Node, gm: fx.GraphModule) -> str:
     return name
 
 
-def _op_choice(plan) -> dict:
-    """The choice the rule set made for this node: its rule, max-pool mode or splitting policy."""
-    kind = plan.info.kind
-    if kind == "linear":
-        return {"map": plan.info.map, "rule": plan.rule.describe()}
-    if kind == "maxpool":
-        return {"maxpool": plan.maxpool}
-    if kind == "add":
-        a, b = (i.name for i in plan.info.inputs)
-        skip = plan.add_kind.skip
-        choice = {"splitting": plan.splitting.describe(), "skip_kind": plan.add_kind.kind}
-        if skip is not None:
-            choice.update(skip_operand=skip, skip_input=(a, b)[skip], main_input=(a, b)[1 - skip])
-        return choice
-    return {}
-
-
 def _edge_attributes(source: fx.Node, consumer: fx.Node, explainer: "Explainer") -> dict:
     attrs = {}
     pairing = explainer.pairings.get(consumer.name)
@@ -139,13 +123,7 @@ def _edge_attributes(source: fx.Node, consumer: fx.Node, explainer: "Explainer")
     plan = explainer.plans.get(consumer.name)
     if plan is None:
         return attrs
-    if plan.info.kind == "add" and source in plan.info.inputs:
-        index = plan.info.inputs.index(source)
-        skip = plan.add_kind.skip
-        attrs["operand"] = index
-        attrs["role"] = "operand" if skip is None else ("skip" if index == skip else "main")
-    elif plan.info.kind == "gate" and source is plan.info.extra.get("gate"):
-        attrs["role"] = "gate"
+    attrs.update(kind_of(plan).edge_role(plan, source))
     return attrs
 
 

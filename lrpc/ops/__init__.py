@@ -9,11 +9,12 @@ A handler reads one fx node and returns an ``OpInfo``: the relevance ``kind`` (w
 the tensor ``inputs`` that receive relevance, and for linear maps the map name, its plain arguments and its
 parameters. A handler raises ``Unsupported`` with the reason when it sees a form it cannot explain.
 
-Kinds: ``linear`` (a rule applies), ``pass`` (relevance unchanged), ``batchnorm`` (pass, or folded), ``reshape``,
-``permute``, ``move`` (a copy op: relevance goes back along the op's transpose, ``extra['back']``), ``cat``,
-``add`` (Relevance Splitting), ``gate`` (all relevance to the gated signal), ``product`` (two signals: half each),
-``frozen_matmul`` / ``attention`` (one factor frozen), ``scatter`` (a write into a region), ``maxpool``, ``amax``, ``pad``, ``inert`` (a constant:
-it absorbs what reaches it). Nodes whose output is not a tensor (sizes, lists) carry no relevance.
+The kind is a key of ``lrpc.op_kinds.KINDS``: one registered object per kind owns what the relevance pass emits
+for it, what it absorbs and how the analyses step through it (``linear``, ``pass``, ``batchnorm``, ``gate``,
+``add``, ``product``, ``move``, ``reshape``, ``permute``, ``pad``, ``cat``, ``stack``, ``scatter``, ``maxpool``,
+``amax``, ``frozen_matmul``, ``attention``, ``matmul_product``, ``inert``, ``input``; docs/architecture.md lists
+them). A handler returns one of those names; a new kind is a new class in ``lrpc.op_kinds``. Nodes whose output is
+not a tensor (sizes, lists) carry no relevance.
 """
 from __future__ import annotations
 

@@ -7,27 +7,23 @@ deconvnet rule: the signal's sign decides, not the forward activation's). Averag
 transpose, BatchNorm by its per-channel scale, reshapes/pads/concatenations by their inverse, an add sends the
 signal to both operands. The forward graph is the explainer's canonical graph, so every model lrpc compiles
 can be reconstructed; other elementwise non-linearities have no deconvnet rule and raise an ``LrpcError``.
+Each step is the node's kind's (``OpKind.deconvnet_step`` in ``lrpc.op_kinds``).
 """
 from __future__ import annotations
 
-import operator
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from .. import kernels, windows
 from ..compiler import compile as compile_explainer
 from ..errors import LrpcError
-from ..linear_maps import LINEAR_MAPS
+from ..op_kinds import kind_of
 from ..runtime import Explainer
 from .probe import Probe
 
 Tensor = torch.Tensor
-aten = torch.ops.aten
 MODES = ("max", "map")
-RELU = (aten.relu,)
-ADDITIVE = (aten.add, aten.sub)   # a constant added (a bias): no deconvnet effect
 
 
 def _resolve_node(probe: Probe, layer: str) -> str:
@@ -80,53 +76,14 @@ def deconvnet(explainer_or_model: Explainer | nn.Module, x: Tensor, layer: str, 
         if signal is None:
             continue
         plan = probe.plans[node]
-        if plan.info.kind == "input":
+        if kind_of(plan).is_input:
             return signal
         for producer, value in _step(probe, plan, signal, trace.activations):
             signals[producer] = signals[producer] + value if producer in signals else value
     raise AssertionError("the deconvnet signal never reached the input")
 
 
-def _is_relu(probe: Probe, node) -> bool:
-    return getattr(node.target, "overloadpacket", None) in RELU
-
-
 def _step(probe: Probe, plan, s: Tensor, acts: dict[str, Tensor]) -> list[tuple[str, Tensor]]:
-    """The signal each input of ``plan``'s node receives."""
-    info, node = plan.info, plan.node
-    inputs = [i.name for i in info.inputs]
-    like = [acts[i].expand(s.shape[0], *acts[i].shape[1:]) for i in inputs]
-    kind = info.kind
-    if kind == "linear":
-        return [(inputs[0], LINEAR_MAPS[info.map].transpose(s, like[0], info.weight, info.args))]
-    if kind == "pass":
-        if _is_relu(probe, node):
-            return [(inputs[0], s.clamp(min=0))]
-        if getattr(node.target, "overloadpacket", None) in ADDITIVE:
-            return [(inputs[0], s)]
-        raise LrpcError(f"node {node.name!r} ({node.target}): deconvnet has rules for ReLU networks only")
-    if kind == "gate":
-        return [(inputs[0], s * acts[info.extra["gate"].name])]
-    if kind == "batchnorm":
-        _, weight, _, _, running_var, _, _, eps, _ = node.args
-        weight = 1.0 if weight is None else operator.attrgetter(weight.target)(probe.generated)
-        scale = weight / (operator.attrgetter(running_var.target)(probe.generated) + eps).sqrt()
-        return [(inputs[0], s * scale.reshape(1, -1, *([1] * (s.dim() - 2))))]
-    if kind == "maxpool":
-        switches = windows.max_pool(acts[inputs[0]], **info.extra["window"])[1]
-        return [(inputs[0], windows.unpool(s, like[0], switches))]
-    if kind == "amax":  # to the maxima, tied ones sharing: the adjoint of amax
-        dims, keepdim = info.args
-        out = acts[node.name].expand(s.shape[0], *acts[node.name].shape[1:])
-        return [(inputs[0], kernels.amax_relevance(like[0], out, s, dims=dims, keepdim=keepdim))]
-    if kind == "reshape":
-        return [(inputs[0], s.reshape(like[0].shape))]
-    if kind == "permute":
-        return [(inputs[0], kernels.permute_back(s, dims=info.args))]
-    if kind == "pad":
-        return [(inputs[0], kernels.unpad(s, pad=info.args))]
-    if kind == "cat":
-        return list(zip(inputs, kernels.split_cat(s, *like, dim=info.args[0])))
-    if kind == "add":
-        return [(i, s.sum_to_size(l.shape)) for i, l in zip(inputs, like)]
-    raise LrpcError(f"node {node.name!r}: deconvnet has no rule for a {kind!r} op")
+    """The signal each input of ``plan``'s node receives: its kind's ``deconvnet_step``."""
+    like = [acts[i.name].expand(s.shape[0], *acts[i.name].shape[1:]) for i in plan.info.inputs]
+    return kind_of(plan).deconvnet_step(plan, s, like, acts, probe.generated)

@@ -25,6 +25,7 @@ import torch.fx as fx
 
 from .. import kernels, windows
 from ..errors import LrpcError
+from ..op_kinds import kind_of
 from ..runtime import Explainer
 
 Tensor = torch.Tensor
@@ -69,7 +70,7 @@ class KernelCall:
 
 
 def is_weighted(plan) -> bool:
-    return plan.info.kind == "linear" and plan.info.map in WEIGHTED_MAPS
+    return kind_of(plan).applies_rule and plan.info.map in WEIGHTED_MAPS
 
 
 def _copied(node: fx.Node | None, plan) -> bool:

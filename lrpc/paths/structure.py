@@ -12,15 +12,14 @@ a flatten) ends the analysis with an ``LrpcError`` naming the node.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from ..errors import LrpcError
+from ..op_kinds import kind_of
 from ..ops import shape
 from .probe import Probe, is_weighted
 
 INPUT, OUTPUT = "input", "output"
-ELEMENTWISE = ("pass", "batchnorm", "gate")
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class Structure:
         plans = probe.plans
         self.order = {name: i for i, name in enumerate(plans)}
         self.layers = list(probe.layers)
-        self.input = next(name for name, plan in plans.items() if plan.info.kind == "input")
+        self.input = next(name for name, plan in plans.items() if kind_of(plan).is_input)
         self.channels = {name: shape(plans[name].node)[1] for name in [self.input, *self.layers]}
         self.regions = {layer: self._region(layer, plans[layer].info.inputs[0].name) for layer in self.layers}
         self.regions[OUTPUT] = self._region(OUTPUT, probe.logits)
@@ -60,7 +59,7 @@ class Structure:
                 continue
             seen.add(name)
             plan = plans[name]
-            if is_weighted(plan) or plan.info.kind == "input":
+            if is_weighted(plan) or kind_of(plan).is_input:
                 producers.append(name)
                 continue
             self._check_region_op(consumer, plan)
@@ -74,28 +73,10 @@ class Structure:
                       tuple(sorted(producers, key=self.order.get)), counts.pop())
 
     def _check_region_op(self, consumer: str, plan) -> None:
-        info, name = plan.info, plan.node.name
-        problem = None
-        if info.kind in (*ELEMENTWISE, "maxpool", "add"):
-            return
-        if info.kind == "pad":
-            if len(info.args) > 2 * (len(shape(plan.node)) - 2):
-                problem = "pads the channel dimension"
-        elif info.kind == "linear":  # average pools and means (conv/linear layers are producers, not region ops)
-            if info.map == "reduce" and any(d % len(shape(info.inputs[0])) == 1 for d in info.args[0]):
-                problem = "reduces over channels"
-        elif info.kind == "amax":
-            if any(d % len(shape(info.inputs[0])) == 1 for d in info.args[0]):
-                problem = "reduces over channels"
-        elif info.kind == "reshape":
-            before, after = shape(info.inputs[0]), shape(plan.node)
-            if after != (before[0], math.prod(before[1:])):
-                problem = f"reshapes {before} -> {after}; only a flatten [B, C, ...] -> [B, C*...] keeps channels"
-        else:
-            problem = f"is a {info.kind!r} op, which mixes or reorders channels"
+        problem = kind_of(plan).channel_problem(plan)
         if problem:
             raise LrpcError(f"path analysis folds only channel-wise ops between conv/linear layers: node "
-                            f"{name!r} (feeding {consumer!r}) {problem}")
+                            f"{plan.node.name!r} (feeding {consumer!r}) {problem}")
 
     def _check_consumer_input(self, layer: str) -> None:
         region, plan = self.regions[layer], self.probe.plans[layer]
