@@ -83,9 +83,10 @@ class Explanation:
                             auto=lambda: self.explainer.smoothing_sigma)
 
     def conservation_error(self) -> torch.Tensor:
-        """Per sample: the largest |layer sum − start| relative to |start|."""
+        """Per sample: the largest |layer sum − start| relative to |start| (``lrpc.debug.accounting.start_scale``)."""
+        from .debug.accounting import start_scale
         deviation = (self.layer_sum_matrix - self.start.unsqueeze(1)).abs().amax(1)
-        return deviation / self.start.abs().clamp_min(1e-30)
+        return deviation / start_scale(self.start)
 
     def leaks(self, tol: float = 1e-6, relative: bool = True) -> list:
         """Nodes whose relevance op creates or loses more than ``tol`` (of |start| when ``relative``), largest

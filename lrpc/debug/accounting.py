@@ -61,12 +61,21 @@ def absorber(plan: "NodePlan") -> str | None:
     return "+".join(kind_of(plan).absorbs(plan)) or None
 
 
+def start_scale(start: torch.Tensor) -> torch.Tensor:
+    """What a sample's deviations are measured against: |start|, or 1 where |start| is below the smallest normal
+    number (a contrast of equal scores). A fixed floor would hide every leak of a model whose scores are tiny: a
+    randomly initialised Hugging Face MobileViT's logits are ~1e-52, and under a logit start a node losing all
+    of them read as 1e-22 of a 1e-30 floor."""
+    magnitude = start.abs()
+    return torch.where(magnitude >= torch.finfo(magnitude.dtype).tiny, magnitude, torch.ones_like(magnitude))
+
+
 def leaks(explanation: "Explanation", tol: float = 1e-6, relative: bool = True) -> list[Leak]:
     """Nodes whose op creates or loses more than ``tol`` relevance in some sample, largest first. ``relative``
-    measures against |start| of that sample (the relevance the explanation began with)."""
+    measures against |start| of that sample (the relevance the explanation began with; ``start_scale``)."""
     if tol < 0:
         raise ValueError(f"tol must be >= 0, got {tol}")
-    scale = explanation.start.abs().clamp_min(1e-30) if relative else 1.0
+    scale = start_scale(explanation.start) if relative else 1.0
     plans = explanation.explainer.plans
     found = []
     for name, flow in node_flows(explanation).items():
