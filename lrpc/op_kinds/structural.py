@@ -82,6 +82,11 @@ class Pad(OpKind):
     def emit(self, rp, plan, r, total) -> None:
         send_one(rp, plan, kernels.unpad, (r,), {"pad": plan.info.args})
 
+    def absorbs(self, plan) -> tuple[str, ...]:
+        # the pad's values are constants: relevance a rule hands them (a Swin window's padded tokens, whose only
+        # input is the zeros) ends there, as at a bias, and is reported in ``exp.absorbed``
+        return ("constant",)
+
     def deconvnet_step(self, plan, s, like, acts, module):
         return [(plan.info.inputs[0].name, kernels.unpad(s, pad=plan.info.args))]
 
