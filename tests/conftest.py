@@ -5,7 +5,9 @@ import pytest
 import torch
 from lrpc.models.testing import randomize_batchnorm  # noqa: F401 - tests import it from here
 
-torch.set_num_threads(2)
+# One thread: the suite's tensors are small, and on a two-core machine a second thread mostly spins on
+# synchronisation (the whole suite used to run on one thread anyway: test_graph_dump set it when collected).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -28,15 +28,6 @@ from lrpc.rules import Epsilon, Zero
 SIZE = 64   # small inputs keep ResNet-50 fast; every stage still has spatial extent
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: a second thread only adds synchronisation."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _compile(factory, rules="default", dtype=torch.float32, **kw):
     torch.manual_seed(0)
     model = factory().eval().to(dtype)
