@@ -122,8 +122,8 @@ def test_negative_weights_are_kept_only_where_a_kernel_reads_them():
 
 
 def _bottleneck_resnet():
-    """torchvision's ResNet-50 layout (stem, max-pool, Bottleneck blocks with projection and identity skips), one
-    block per stage at a quarter of the width: the same ops and layouts as ResNet-50 at a tenth of its compile."""
+    """torchvision's ResNet-50 layout (stem, max-pool, Bottleneck blocks) at a quarter of the width with one block
+    per stage but two in the second, so both projection and identity skips occur: ResNet-50's ops and layouts."""
     return NarrowResNet(Bottleneck, [1, 2, 1, 1], num_classes=7, width=16)
 
 
