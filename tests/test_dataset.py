@@ -177,6 +177,7 @@ def test_crashed_process_leaves_no_success_and_rerun_finishes_the_rest(reference
     assert_same_results(job, reference)
 
 
+@pytest.mark.slow   # torchrun restarting a crashed worker; the in-process resumption above runs by default
 def test_max_restarts_finishes_in_one_invocation(reference, dataset, tmp_path):
     job = tmp_path / "restarted"
     result = torchrun(job, dataset, max_restarts=1, env={"LRPC_TEST_EXIT_AFTER_UNITS": "1:2"})

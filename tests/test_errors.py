@@ -10,6 +10,7 @@ from lrpc import LrpcError
 
 @pytest.fixture(scope="module")
 def explainer():
+    torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=5).eval()
     return lrpc.compile(model, rules="default", example_input=torch.randn(1, 3, 32, 32))
 

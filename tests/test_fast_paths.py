@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
+from torchvision.models.resnet import Bottleneck
 
 import lrpc
 from lrpc.linear_maps import LINEAR_MAPS
+from lrpc.models.narrow_resnet import NarrowResNet
 from lrpc.models.testing import randomize_batchnorm
 from lrpc.rules import alpha_beta_kernel
 from lrpc.splitting import split_add
@@ -119,11 +121,21 @@ def test_negative_weights_are_kept_only_where_a_kernel_reads_them():
     assert len(negative_buffers(lrpc.compile(model, rules="default", example_input=x))) == 3     # fallback
 
 
-def test_channels_last_model_and_input_give_the_same_explanation_in_the_same_layout():
+def _bottleneck_resnet():
+    """torchvision's ResNet-50 layout (stem, max-pool, Bottleneck blocks) at a quarter of the width with one block
+    per stage but two in the second, so both projection and identity skips occur: ResNet-50's ops and layouts."""
+    return NarrowResNet(Bottleneck, [1, 2, 1, 1], num_classes=7, width=16)
+
+
+@pytest.mark.parametrize("architecture", [
+    _bottleneck_resnet,
+    pytest.param(lambda: torchvision.models.resnet50(weights=None, num_classes=7), marks=pytest.mark.slow,
+                 id="resnet50")])
+def test_channels_last_model_and_input_give_the_same_explanation_in_the_same_layout(architecture):
     """CPU convolutions run faster channels-last; lrpc keeps that layout through the relevance pass (transposes,
     scatters, splits, sums) and the numbers do not change."""
     torch.manual_seed(4)
-    model = randomize_batchnorm(torchvision.models.resnet50(weights=None, num_classes=7)).eval().double()
+    model = randomize_batchnorm(architecture()).eval().double()
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     last = torch.channels_last
     for preset in ("otsuki2024", "default"):

@@ -25,7 +25,6 @@ from lrpc.cli import main
 from lrpc.debug import build_graph
 from lrpc.rules import Epsilon, Zero
 
-torch.set_num_threads(1)
 SIZE = 64   # small inputs keep ResNet-50 fast; every stage still has spatial extent
 
 

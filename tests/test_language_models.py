@@ -4,6 +4,8 @@ left) against the same text alone, eager against SDPA attention, contrastive tar
 errors a caller can provoke."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -30,6 +32,15 @@ def right_padded(seed: int = 0, batch: int = 3, length: int = 7) -> tuple[torch.
     return ids.masked_fill(mask == 0, 0), mask
 
 
+@functools.cache
+def compiled(family: str, preset: str, attn_implementation: str | None = None):
+    """(model, explainer) of ``build(family)``, compiled once for this module: the tests below only call them
+    (none changes a model, its options or the environment before compiling), so they share them. Compiled on
+    ``right_padded()``'s ids; an explainer takes any batch and length."""
+    model = build(family, attn_implementation=attn_implementation)
+    return model, lrpc.compile(model, lrpc.preset(preset), example_input=right_padded()[0])
+
+
 def closes(exp: lrpc.Explanation) -> float:
     """Largest relative gap of input relevance + everything absorbed to the start relevance."""
     total = exp.relevance.sum((1, 2)) + sum(exp.absorbed.values())
@@ -41,9 +52,9 @@ def closes(exp: lrpc.Explanation) -> float:
 def test_matches_lxt_per_family_maps_on_a_right_padded_batch(family, preset):
     """The public API with Hugging Face's default attention against LXT's patch map for the family (eager
     attention wrapped as LXT wraps it): ≤ 1e-6 relative L1 in float64 (HF's float32 norms and eager softmax)."""
-    model = build(family)
+    model, explainer = compiled(family, preset)
     ids, mask = right_padded()
-    exp = lrpc.compile(model, lrpc.preset(preset), example_input=ids)(ids, attention_mask=mask)
+    exp = explainer(ids, attention_mask=mask)
     assert exp.relevance.shape == (3, 7, 16) and exp.heatmap().shape == (3, 7)
     with torch.no_grad():   # the predicted next token after each row's last real token
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
@@ -57,7 +68,7 @@ def test_matches_lxt_per_family_maps_on_a_right_padded_batch(family, preset):
 @pytest.mark.parametrize("family", CAUSAL + ENCODERS)
 def test_every_family_compiles_with_closed_accounting(family, preset):
     ids, mask = right_padded(seed=1)
-    exp = lrpc.compile(build(family), lrpc.preset(preset), example_input=ids)(ids, attention_mask=mask)
+    exp = compiled(family, preset)[1](ids, attention_mask=mask)
     assert closes(exp) < 1e-10
     assert bool((exp.heatmap()[mask == 0] == 0).all())   # padding takes exactly nothing
 
@@ -67,7 +78,7 @@ def test_position_and_token_type_embeddings_are_reported_sinks(family):
     """Absolute position (and BERT's token type) embeddings enter without the ids: under cp-lrp they take
     their proportional share, reported in exp.absorbed as constant adds."""
     ids, mask = right_padded(seed=2)
-    exp = lrpc.compile(build(family), "cp-lrp", example_input=ids)(ids, attention_mask=mask)
+    exp = compiled(family, "cp-lrp")[1](ids, attention_mask=mask)
     plans = exp.explainer.plans
     first_add = next(name for name in exp.absorbed if plans[name].transform == "constant_add")
     assert float(exp.absorbed[first_add].abs().min()) > 0
@@ -82,8 +93,8 @@ def test_padded_rows_equal_the_text_alone_and_eager_equals_sdpa(family):
     ids, right = right_padded(seed=3)
     left = right.flip(1)
     left_ids = torch.stack([row.roll(int((m == 0).sum())) for row, m in zip(ids, right)])
-    sdpa = lrpc.compile(build(family), "attnlrp", example_input=ids)
-    eager = lrpc.compile(build(family, attn_implementation="eager"), "attnlrp", example_input=ids)
+    sdpa = compiled(family, "attnlrp")[1]
+    eager = compiled(family, "attnlrp", "eager")[1]
     on_right, on_left = sdpa(ids, attention_mask=right), sdpa(left_ids, attention_mask=left)
     for row in range(3):
         real = int(right[row].sum())
@@ -98,7 +109,7 @@ def test_padded_rows_equal_the_text_alone_and_eager_equals_sdpa(family):
 def test_contrastive_target_is_the_difference_of_the_two_maps():
     """Relevance is linear in the start relevance, so explaining logit a − logit b gives map(a) − map(b)."""
     ids, mask = right_padded(seed=4)
-    explainer = lrpc.compile(build("gpt2"), "cp-lrp", example_input=ids)
+    explainer = compiled("gpt2", "cp-lrp")[1]
     a, b = torch.tensor([5, 6, 7]), 9
     contrast = explainer(ids, (a, b), attention_mask=mask)
     difference = explainer(ids, a, attention_mask=mask).relevance - explainer(ids, b, attention_mask=mask).relevance
@@ -111,25 +122,24 @@ def test_contrastive_target_is_the_difference_of_the_two_maps():
 
 def test_token_ids_as_targets_match_lxt():
     ids, mask = right_padded(seed=5)
-    model = build("llama")
+    model, explainer = compiled("llama", "cp-lrp")
     target = torch.tensor([3, 4, 5])
-    exp = lrpc.compile(model, "cp-lrp", example_input=ids)(ids, target, attention_mask=mask)
+    exp = explainer(ids, target, attention_mask=mask)
     assert torch.equal(exp.target, target)
     assert rel_l1(exp.heatmap(), lxt_token_heatmap(model, ids, mask, target, "cp")) < 1e-6
 
 
 def test_a_classifier_explains_its_predicted_class():
     ids, mask = right_padded(seed=6)
-    model = build("bert")
-    exp = lrpc.compile(model, "cp-lrp", example_input=ids)(ids, attention_mask=mask)
+    model, explainer = compiled("bert", "cp-lrp")
+    exp = explainer(ids, attention_mask=mask)
     with torch.no_grad():
         assert torch.equal(exp.target, model(input_ids=ids, attention_mask=mask).logits.argmax(1))
 
 
 @pytest.fixture(scope="module")
 def llama_explainer():
-    ids, _ = right_padded()
-    return lrpc.compile(build("llama"), "cp-lrp", example_input=ids)
+    return compiled("llama", "cp-lrp")[1]
 
 
 @pytest.mark.parametrize("call,message", [
@@ -153,7 +163,7 @@ def test_explain_positions_equals_each_prefix_explained_alone(family):
     position alone for that token (causal attention), and nothing reaches the tokens after it. GPT-2 flattens
     the batch with the length ([B·T, D]) in its Conv1D, so the per-row repetition follows that layout too."""
     ids, mask = right_padded(seed=7, batch=2)
-    explainer = lrpc.compile(build(family), "attnlrp", example_input=ids)
+    explainer = compiled(family, "attnlrp")[1]
     positions = torch.tensor([[2, 4, 6], [1, 3, 4]])
     targets = torch.randint(0, VOCAB, (2, 3), generator=torch.Generator().manual_seed(8))
     exp = explainer.explain_positions(ids, positions, targets, attention_mask=mask)
@@ -172,7 +182,7 @@ def test_explain_positions_equals_each_prefix_explained_alone(family):
 
 def test_explain_targets_explains_several_next_tokens():
     ids, mask = right_padded(seed=9)
-    explainer = lrpc.compile(build("gpt_neox"), "cp-lrp", example_input=ids)
+    explainer = compiled("gpt_neox", "cp-lrp")[1]
     several = explainer.explain_targets(ids, [3, 5], attention_mask=mask).heatmap().view(3, 2, 7)
     for k, token in enumerate((3, 5)):
         assert torch.allclose(several[:, k], explainer(ids, token, attention_mask=mask).heatmap(), rtol=1e-9,
@@ -191,7 +201,7 @@ def test_bad_positions_raise_clear_errors(llama_explainer, positions, message):
 @pytest.mark.parametrize("family", ENCODERS)
 def test_an_encoder_explains_a_right_padded_row_as_the_text_alone(family):
     ids, mask = right_padded(seed=10)
-    explainer = lrpc.compile(build(family), "attnlrp", example_input=ids)
+    explainer = compiled(family, "attnlrp")[1]
     padded = explainer(ids, attention_mask=mask)
     real = int(mask[2].sum())
     alone = explainer(ids[2:, :real])
@@ -220,7 +230,7 @@ def test_a_forward_that_gives_nan_for_the_mask_is_named():
     whose keys are all padding): an LrpcError says so instead of returning a NaN map."""
     ids, right = right_padded(seed=12)
     left = right.flip(1)
-    explainer = lrpc.compile(build("gemma2"), "cp-lrp", example_input=ids)
+    explainer = compiled("gemma2", "cp-lrp")[1]
     with torch.no_grad():
         scores = build("gemma2")(input_ids=ids, attention_mask=left, use_cache=False).logits
     assert not bool(torch.isfinite(scores).all())   # the model's own forward, not lrpc's
@@ -235,7 +245,7 @@ def test_grouped_query_sdpa_equals_repeated_heads(preset, monkeypatch):
     (forced here): the kernels repeat the shared key/value heads and sum their relevance back, which must equal
     the repeat_kv spelling (expand + reshape, moved back by the op table)."""
     ids, mask = right_padded(seed=13)
-    repeated = lrpc.compile(build("qwen2"), preset, example_input=ids)(ids, attention_mask=mask)
+    repeated = compiled("qwen2", preset)[1](ids, attention_mask=mask)
     monkeypatch.setenv("TRANSFORMERS_SDPA_FORCE_GQA", "1")
     explainer = lrpc.compile(build("qwen2"), preset, example_input=ids)
     attention = [plan for plan in explainer.plans.values() if plan.info.kind == "attention"

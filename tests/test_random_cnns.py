@@ -1,7 +1,8 @@
 """Property test: random small networks of every structure (CNN blocks, gates, LayerNorm MLPs, attention over
 pixels, layer scale, upsampling) compile, stay finite and conserve (float64, 1e-6).
 
-A fast sample runs by default; `make test-slow` runs ≥200 examples."""
+A fast sample runs by default, the same 12 examples on every run (derandomized); `make test-slow` draws 250
+new ones each run."""
 import operator
 
 import pytest
@@ -125,7 +126,7 @@ def check(plan, seed):
     assert float(exp.conservation_error().max()) < 1e-6, exp.layer_sums
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=plans, seed=st.integers(0, 10_000))
 def test_random_cnns_conserve(plan, seed):
     check(plan, seed)

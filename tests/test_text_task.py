@@ -86,11 +86,12 @@ def test_input_x_gradient_equals_autograd():
 
 @pytest.mark.slow
 def test_integrated_gradients_add_up_to_the_logit_difference():
+    from lrpc.baselines.text_methods import integrated_gradients_tokens   # imported by nothing else in the run
     model = groundtruth_model("text").double()
     texts = split_texts("val", 3)
     embeddings, _, at_input = _answer_gradient(model, texts)
     # the trained model's logit jumps within a short stretch of the path: many steps are needed to integrate it
-    integrated = lrpc.baselines.text_methods.integrated_gradients_tokens(model, texts.ids, texts.answers, steps=512)
+    integrated = integrated_gradients_tokens(model, texts.ids, texts.answers, steps=512)
     baseline = model.get_input_embeddings().weight.detach().mean(0).expand_as(embeddings)
     with torch.no_grad():   # completeness: the attributions add up to f(input) − f(baseline)
         at_baseline = model(inputs_embeds=baseline).logits[:, -1].gather(1, texts.answers[:, None])[:, 0]

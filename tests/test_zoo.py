@@ -43,19 +43,38 @@ def test_hugging_face_classifier_compiles_and_closes_its_accounting(name):
 
 
 TIMM_SMALL = {   # architecture -> create_model overrides that keep the test small
-    "mobilenetv3_small_050": {}, "efficientnet_b0": {}, "convnext_atto": {}, "densenet121": {},
+    "mobilenetv3_small_050": {}, "efficientnet_b0": {}, "convnext_atto": {},
+    "densenet121": {"block_config": (2, 2, 2, 2)},   # its growth rate and layers, two dense layers per block
     "vit_tiny_patch16_224": {"img_size": 32, "patch_size": 8}, "swin_tiny_patch4_window7_224": {"img_size": 56},
     "ghostnet_100": {}, "levit_128s": {"img_size": 64},
 }
 TIMM_SIZE = {"vit_tiny_patch16_224": 32, "swin_tiny_patch4_window7_224": 56}
+# ghostnet_100's block table (kernel, expansion, out channels, SE ratio, stride), one block of each kind: an
+# identity skip, strided with a conv shortcut, with SE strided and with an identity skip. The whole table is 16
+# blocks; compiling it costs minutes of export on two cores and runs under `make test-slow`.
+GHOSTNET_BLOCKS = [[[3, 16, 16, 0, 1]], [[3, 48, 24, 0, 2]], [[5, 72, 40, 0.25, 2]], [[5, 120, 40, 0.25, 1]]]
+
+
+def _timm_model(name: str, full_depth: bool = False):
+    import timm
+    torch.manual_seed(0)
+    if name == "ghostnet_100" and not full_depth:   # timm's ghostnet_100 cannot take another table
+        from timm.models.ghostnet import GhostNet
+        return GhostNet(GHOSTNET_BLOCKS, num_classes=4, width=1.0).eval()
+    overrides = {} if full_depth else TIMM_SMALL[name]
+    return timm.create_model(name, pretrained=False, num_classes=4, **overrides).eval()
 
 
 @pytest.mark.parametrize("name", sorted(TIMM_SMALL))
 def test_timm_architecture_compiles_and_closes_its_accounting(name):
-    import timm
-    model = timm.create_model(name, pretrained=False, num_classes=4, **TIMM_SMALL[name]).eval()
     size = TIMM_SIZE.get(name, 64)
-    _check_accounting(model, torch.randn(1, 3, size, size))
+    _check_accounting(_timm_model(name), torch.randn(1, 3, size, size))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["densenet121", "ghostnet_100"])
+def test_timm_architecture_at_its_full_depth_compiles_and_closes_its_accounting(name):
+    _check_accounting(_timm_model(name, full_depth=True), torch.randn(1, 3, 64, 64))
 
 
 def test_torchvision_swin_whose_attention_mask_is_written_through_a_view():

@@ -11,6 +11,7 @@ NUM_LABELS = 5
 def _hf(config_name: str, size: int, architecture: str | None = None, attention: str | None = None, **config):
     def build():
         import transformers
+        torch.manual_seed(0)
         cfg = getattr(transformers, config_name)(num_labels=NUM_LABELS, **config)
         options = {"attn_implementation": attention} if attention else {}
         if architecture:   # the auto class lists two heads for some configs and picks none
@@ -57,5 +58,6 @@ TIMM_MODELS = [
 
 def timm_model(name: str):
     import timm
+    torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False).eval()
     return model, torch.randn(1, *model.pretrained_cfg.get("input_size", (3, 224, 224)))
