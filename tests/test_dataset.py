@@ -312,7 +312,7 @@ def test_metrics_per_image_then_changed_images_refused_and_overwrite(tmp_path, c
 
 
 def test_missing_extra_names_the_install(monkeypatch):
-    from lrpc.dataset_jobs.extras import require
+    from lrpc.optional import require
 
     for module in ("zarr", "pyarrow.parquet", "tqdm"):
         monkeypatch.setitem(sys.modules, module, None)  # what an absent package looks like to import

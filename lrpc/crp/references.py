@@ -77,7 +77,7 @@ def reference_examples(job: str | os.PathLike, layer: str, channel: int, mode: s
         raise LrpcError(f"channel {channel!r} out of range: layer {layer!r} has {channels} channels")
     if not (job / "concepts.parquet").is_file():
         raise LrpcError(f"{job} has no concepts.parquet yet: the job is not finished (rerun the same command)")
-    from ..dataset_jobs.extras import require
+    from ..optional import require
 
     pq = require("pyarrow.parquet")
     table = pq.read_table(job / "concepts.parquet", filters=[("layer", "==", layer), ("channel", "==", int(channel)),

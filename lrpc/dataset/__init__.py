@@ -10,7 +10,7 @@ import warnings
 from ..dataset_jobs import *  # noqa: F403
 from ..dataset_jobs import __all__  # noqa: F401
 
-SUBMODULES = ("concepts", "distributed", "engine", "extras", "job", "progress", "store", "table", "worklist")
+SUBMODULES = ("concepts", "distributed", "engine", "job", "progress", "store", "table", "worklist")
 
 warnings.warn("lrpc.dataset is deprecated: import lrpc.dataset_jobs (the explain-dataset engine) instead; "
               "lrpc.dataset will be removed in the next release", DeprecationWarning, stacklevel=2)

@@ -31,7 +31,7 @@ import torch
 from ..crp.layers import resolve
 from ..errors import LrpcError
 from ..receptive_field import ReceptiveField, receptive_field
-from .extras import require
+from ..optional import require
 
 __all__ = ["MODES", "STATISTICS", "ConceptLayer", "concept_layers", "create_concept_arrays", "rank_references",
            "unit_statistics"]

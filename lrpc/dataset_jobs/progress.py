@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .extras import require
+from ..optional import require
 from .table import done_units
 from .worklist import unit_indices
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import LrpcError
 from .concepts import create_concept_arrays
-from .extras import require
+from ..optional import require
 
 __all__ = ["DTYPES", "StoreWriter", "UnitMaps", "create_store", "decode", "encode", "open_store"]
 

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import LrpcError
-from .extras import require
+from ..optional import require
 
 __all__ = ["done_units", "merge_parts", "part_path", "table_schema", "write_part"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.folder import preprocess_image
-from ..dataset_jobs.extras import require
+from ..optional import require
 from ..dataset_jobs.store import decode
 from ..errors import LrpcError
 from .pictures import heatmap_uri, png_uri

@@ -1,9 +1,10 @@
-"""zarr, pyarrow and tqdm (the ``dataset`` extra) are imported only when a dataset job runs."""
+"""Optional dependencies: zarr, pyarrow and tqdm (the ``dataset`` extra) are imported only where they are used
+(a dataset job, its concept tables, its report), never at ``import lrpc``."""
 from __future__ import annotations
 
 import importlib
 
-from ..errors import LrpcError
+from .errors import LrpcError
 
 __all__ = ["require"]
 
