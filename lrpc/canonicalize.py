@@ -4,6 +4,8 @@
   readers of a mutated tensor read the new value. The relevance pass re-reads forward activations, so none may
   be overwritten.
 - ``drop_identities``: dropout (inference mode), ``alias``, ``detach`` disappear.
+- ``decompose``: fused ops that compute several relevance steps at once (``baddbmm`` = β·input + α·(b₁ @ b₂), as
+  WavLM's attention adds its position bias) are written out as the ATen ops they fuse, each with its own entry.
 - ``fold_constants``: subgraphs that depend only on parameters, buffers and constants (weight standardisation,
   positional encodings, attention biases gathered from index tables) are evaluated once and become buffers.
 - ``fold_zero_padding``: an explicit zero pad in front of a conv (TF "same" padding, as in EfficientNet) becomes
@@ -69,6 +71,41 @@ def drop_identities(gm: fx.GraphModule) -> None:
             node.replace_all_uses_with(node.args[0])
             gm.graph.erase_node(node)
     gm.graph.lint()
+
+
+def _scaled(graph: fx.Graph, value: fx.Node, factor) -> fx.Node:
+    return value if factor == 1 else graph.call_function(aten.mul.Tensor, (value, factor))
+
+
+def _baddbmm(graph: fx.Graph, node: fx.Node) -> fx.Node:
+    p = params(node)
+    product = _scaled(graph, graph.call_function(aten.bmm.default, (p["batch1"], p["batch2"])), p.get("alpha", 1))
+    if p.get("beta", 1) == 0:   # torch ignores ``input`` then, NaN included
+        return product
+    return graph.call_function(aten.add.Tensor, (_scaled(graph, p["input"], p.get("beta", 1)), product))
+
+
+# fused op -> writes the ops it fuses before the node and returns the node holding its value
+DECOMPOSITIONS = {aten.baddbmm: _baddbmm}
+
+
+def decompose(gm: fx.GraphModule) -> None:
+    graph = gm.graph
+    for node in list(graph.nodes):
+        write = DECOMPOSITIONS.get(packet(node)) if node.op == "call_function" else None
+        if write is None:
+            continue
+        before = node.prev
+        with graph.inserting_before(node):
+            value = write(graph, node)
+        written = before.next
+        while written is not node:   # the written ops belong to the fused op's module (rules select by path)
+            written.meta.update({key: node.meta[key] for key in ("nn_module_stack", "stack_trace") if key in node.meta})
+            written._rename(f"{node.name}_{written.target.overloadpacket.__name__}")
+            written = written.next
+        node.replace_all_uses_with(value)
+        graph.erase_node(node)
+    graph.lint()
 
 
 def fold_constants(gm: fx.GraphModule) -> None:

@@ -56,6 +56,7 @@ def compile(model: nn.Module, rules: Rules | str | None = "default", example_inp
         reference = gm(*inputs)
     canonicalize.functionalize(gm)
     canonicalize.drop_identities(gm)
+    canonicalize.decompose(gm)
     canonicalize.propagate_shapes(gm, *inputs)
     canonicalize.fold_constants(gm)
     canonicalize.fold_zero_padding(gm)

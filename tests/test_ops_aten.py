@@ -90,6 +90,24 @@ BODIES["attention_product_of_signals"] = lambda h, ref: (
     if ref else h.flatten(2) @ h.flatten(2).transpose(1, 2))
 
 
+def _matmul_half(a, b):
+    return 0.5 * (a @ b.detach() + a.detach() @ b)
+
+
+def _baddbmm(h, reference):
+    """β·input + α·(b₁ @ b₂) fused in one op (WavLM adds its attention's position bias so), every part a signal."""
+    tokens = h.flatten(2).transpose(1, 2)                # [B, 64, 4]
+    if reference:
+        return 0.5 * _matmul_half(tokens.flip(2), tokens.transpose(1, 2)) + 2.0 * _matmul_half(tokens, tokens.transpose(1, 2))
+    return torch.baddbmm(tokens.flip(2) @ tokens.transpose(1, 2), tokens, tokens.transpose(1, 2), beta=0.5, alpha=2.0)
+
+
+BODIES["baddbmm_fused_product_and_sum"] = _baddbmm
+# a signal broadcast by a constant factor (WavLM gates its position bias so): its copies' relevance adds up
+BODIES["broadcast_by_a_constant_factor"] = lambda h, ref: h[:, :1] * torch.linspace(
+    0.5, 2, 4, dtype=h.dtype).view(1, 4, 1, 1)
+
+
 class Body(nn.Module):
     def __init__(self, fn):
         super().__init__()

@@ -39,7 +39,10 @@ class PassThrough(Pointwise):
     name = "pass"
 
     def emit(self, rp, plan, r, total) -> None:
-        rp.send(plan.info.inputs[0], plan.node, r, total)
+        source = plan.info.inputs[0]
+        if shape(source) != shape(plan.node):   # broadcast (a signal times a wider constant): its copies add up
+            r = rp.call(kernels.gate_relevance, (r, rp.env[source]), name=f"rel_{plan.node.name}")
+        rp.send(source, plan.node, r, total)
 
     def deconvnet_step(self, plan, s, like, acts, module):
         node, source = plan.node, plan.info.inputs[0].name
