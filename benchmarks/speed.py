@@ -147,7 +147,7 @@ def _floor(family: str):
         with torch.inference_mode():
             model(x)
         plan = []
-        for layer in layers:
+        for layer in (layer for layer in layers if layer in seen):   # MultiheadAttention reads its out_proj's weight
             conv = isinstance(layer, nn.Conv2d)
             linear_map = LINEAR_MAPS["conv" if conv else "linear"]
             args = (layer.stride, layer.padding, layer.dilation, layer.groups) if conv else ()
