@@ -6,10 +6,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..models import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalize", "denormalize"]
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 def _channel_stats(like: torch.Tensor, mean: Sequence[float], std: Sequence[float]):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ANSWERS", "DISTRACTORS", "FILLERS", "KEYS", "QUERY", "TEXT_LENGTH", "TEXT_SPLIT_SEEDS", "VOCABULARY", "TokenTexts",
+__all__ = ["ANSWERS", "groundtruth_text_model", "DISTRACTORS", "FILLERS", "KEYS", "QUERY", "TEXT_LENGTH", "TEXT_SPLIT_SEEDS", "VOCABULARY", "TokenTexts",
            "make_texts", "split_texts"]
 
 KEYS: tuple[str, ...] = ("A", "B", "C", "D")
@@ -81,3 +81,11 @@ def split_texts(split: str, n: int) -> TokenTexts:
     if split not in TEXT_SPLIT_SEEDS:
         raise ValueError(f"unknown split {split!r}; choose one of {tuple(TEXT_SPLIT_SEEDS)}")
     return make_texts(n, TEXT_SPLIT_SEEDS[split])
+
+
+def groundtruth_text_model():
+    """The shipped model of this task with its word tokenizer (``lrpc.models.text_sources.TextModel``): what
+    ``lrpc explain-text --model groundtruth-text`` loads."""
+    from ..models.text_sources import TextModel, WordTokenizer
+    from .groundtruth import groundtruth_model
+    return TextModel(groundtruth_model("text"), WordTokenizer(VOCABULARY), "groundtruth-text")

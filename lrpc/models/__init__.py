@@ -17,6 +17,10 @@ from torch import nn
 from ..errors import LrpcError
 from .weights import load_weights, read_state_dict
 
+# the input convention of ImageNet-trained weights (torchvision's, the paper's): x = (pixels - mean) / std
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
 
 def torchvision_models():
     """The ``torchvision.models`` package, or an LrpcError saying how to install it."""

@@ -16,9 +16,8 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from ..data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import LrpcError
-from . import ARCHITECTURES, load_weights
+from . import ARCHITECTURES, IMAGENET_MEAN, IMAGENET_STD, load_weights
 from .sources import SOURCES, load_source
 
 __all__ = ["ModelInput", "LoadedModel", "NAMED_MODELS", "NORMALIZATIONS", "input_normalization", "load_model",

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -19,7 +20,10 @@ from .sources import pretrained_folder
 
 __all__ = ["TEXT_MODELS", "TextModel", "WordTokenizer", "load_text_model"]
 
-TEXT_MODELS = ("hf:DIR", "groundtruth-text")
+# shipped models by name, as "module:factory" (like lrpc.models.loading.NAMED_MODELS): the packages that ship them
+# build them from this module, which therefore names them instead of importing them
+NAMED_TEXT_MODELS = {"groundtruth-text": "lrpc.data.text_task:groundtruth_text_model"}
+TEXT_MODELS = ("hf:DIR", *NAMED_TEXT_MODELS)
 
 
 class WordTokenizer:
@@ -87,10 +91,9 @@ def _hugging_face(folder: str) -> TextModel:
 
 def load_text_model(spec: str) -> TextModel:
     """The model (eval mode) and tokenizer ``spec`` names: ``hf:DIR`` or ``groundtruth-text``."""
-    if spec == "groundtruth-text":
-        from ..data import groundtruth_model
-        from ..data.text_task import VOCABULARY
-        return TextModel(groundtruth_model("text"), WordTokenizer(VOCABULARY), spec)
+    if spec in NAMED_TEXT_MODELS:
+        module, _, factory = NAMED_TEXT_MODELS[spec].partition(":")
+        return getattr(importlib.import_module(module), factory)()
     source, _, name = spec.partition(":")
     if source != "hf" or not name:
         raise LrpcError(f"text model {spec!r}: give hf:DIR (a Hugging Face save_pretrained folder with its "
