@@ -47,6 +47,12 @@ def elementwise(plan, known: list) -> tuple:
     return _union(name, [_broadcast(name, i, f, out) for i, f in known])
 
 
+def pooled(name: str, field: tuple, geometry: tuple | None, sizes: tuple, output_size: tuple) -> tuple:
+    """A pool's field: through its fixed window (``geometry``), else through its adaptive windows from ``sizes``
+    to ``output_size`` positions."""
+    return through_window(field, geometry) if geometry is not None else adaptive(name, field, sizes, output_size)
+
+
 def adaptive(name: str, field: tuple, sizes: tuple, output_size: tuple) -> tuple:
     result = []
     for a, n, o in zip(field, sizes, output_size):

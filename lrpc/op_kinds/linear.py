@@ -53,12 +53,10 @@ class Linear(OpKind):
 
     def receptive_field(self, plan, known):
         source, field = fields.single(known)
-        geometry = self.window(plan)
-        if geometry is not None:
-            return fields.through_window(field, geometry)
         info, name = plan.info, plan.node.name
-        if info.map == "adaptive_avg_pool":
-            return fields.adaptive(name, field, shape(source)[2:], info.args[0])
+        geometry = self.window(plan)
+        if geometry is not None or info.map == "adaptive_avg_pool":
+            return fields.pooled(name, field, geometry, shape(source)[2:], info.args[0])
         if info.map == "reduce":
             dims, keepdim, _ = info.args
             return field if set(dims) <= {1} and keepdim else fields.WHOLE

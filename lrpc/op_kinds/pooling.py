@@ -35,10 +35,8 @@ class MaxPool(OpKind):
 
     def receptive_field(self, plan, known):
         source, field = fields.single(known)
-        geometry = self.window(plan)
-        if geometry is not None:
-            return fields.through_window(field, geometry)
-        return fields.adaptive(plan.node.name, field, shape(source)[2:], plan.info.extra["window"]["output_size"])
+        return fields.pooled(plan.node.name, field, self.window(plan), shape(source)[2:],
+                             plan.info.extra["window"].get("output_size"))
 
     def window(self, plan):
         window = plan.info.extra["window"]
