@@ -148,13 +148,12 @@ class Explainer:
         compiler. The first call compiles (tens of seconds for a ResNet); later calls reuse the code, and a
         rebuild after a model change compiles its new module with the same arguments.
 
-        Rule sets with the z⁺ fallback (the ``default`` preset) keep their eager code, and a warning says so:
-        eager code runs the fallback's extra convolutions only where an output has no positive evidence, one
-        compiled graph (no data-dependent branch) would run them always — twice the eager cost on ResNet-50.
+        The z⁺ fallback (the ``default`` preset) is one opaque op in the graph (``lrpc.rules.zplus_orphans``): it
+        runs its extra convolutions only where an output with relevance has no positive evidence, compiled or not.
 
         The compiled code is cached on disk (``TORCHINDUCTOR_CACHE_DIR``, else ``~/.cache/lrpc/torch-compile``),
         so another process compiling the same model and rules starts warm: ``lrpc.compile_cache``."""
-        self._torch_compile.configure(self.plans, torch_compile_kwargs)
+        self._torch_compile.configure(torch_compile_kwargs)
         self._build.run = self._compiled(self.module)
         self._build.multi_run = self._build.positions_run = None
         return self

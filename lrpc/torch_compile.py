@@ -1,4 +1,4 @@
-"""``explainer.compile()``: what an explainer hands to ``torch.compile``, and when it keeps eager code.
+"""``explainer.compile()``: what an explainer hands to ``torch.compile``.
 
 The arguments given to ``explainer.compile(**kwargs)`` are kept, so that every module the explainer runs later
 (a rebuild after a model change, the multi-target and per-position rewrites, CRP's conditioned modules) is
@@ -6,7 +6,6 @@ compiled the same way. Compiled code is cached on disk (``lrpc.compile_cache``).
 """
 from __future__ import annotations
 
-import warnings
 from typing import Callable
 
 import torch
@@ -21,15 +20,10 @@ class TorchCompile:
     def __init__(self):
         self.kwargs: dict | None = None
 
-    def configure(self, plans: dict, kwargs: dict) -> None:
-        """Compile from now on with ``kwargs``, unless a layer uses the z⁺ fallback (then say why not)."""
+    def configure(self, kwargs: dict) -> None:
+        """Compile from now on with ``kwargs``."""
         use_cache_dir()
-        fallback = sorted(name for name, plan in plans.items() if getattr(plan.rule, "fallback", False))
-        if fallback:
-            warnings.warn(f"explainer.compile(): {len(fallback)} layers (e.g. {fallback[0]!r}) use the z+ fallback, "
-                          "which compiled code would run always and eager code runs only where needed; this "
-                          "explainer keeps its eager code (faster here)", stacklevel=3)
-        self.kwargs = None if fallback else kwargs
+        self.kwargs = kwargs
 
     def __call__(self, module: fx.GraphModule) -> Callable:
         """``module`` as calls run it: through ``torch.compile`` after ``configure``, else as it is."""
