@@ -33,7 +33,7 @@ def _conv_forward(x, w, b, args):
     return aten.convolution(x, w, b, stride, padding, dilation, False, [0] * len(stride), groups)
 
 
-def memory_format_of(t: torch.Tensor) -> torch.memory_format:
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
     """channels_last for a 4-d tensor stored that way (CPU convs run up to 4x faster on such inputs), else the
     default: relevance tensors keep the layout of the activations they mirror."""
     if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
@@ -49,7 +49,7 @@ def _flip_kernel(w: torch.Tensor, groups: int) -> torch.Tensor:
     if any(k > 1 for k in w.shape[2:]):
         kernel = kernel.flip(list(range(3, 3 + dims)))
     kernel = kernel.reshape(groups * in_per_group, out_channels // groups, *w.shape[2:])
-    return kernel.contiguous(memory_format=memory_format_of(w))
+    return kernel.contiguous(memory_format=_memory_format(w))
 
 
 # flipped kernels of the rule constants, made on first use: one weight copy per layer, not one per call. Keyed by
@@ -83,7 +83,7 @@ def _strided_pointwise_transpose(s, like, w, stride, groups):
     output grid, scattered onto every stride-th input position (the rest get nothing). CPU's input-gradient
     kernel takes up to 5x the forward's time for this shape; this takes about one forward."""
     dims = len(stride)
-    out = torch.zeros_like(like, memory_format=memory_format_of(s))
+    out = torch.zeros_like(like, memory_format=_memory_format(s))
     grid = tuple(slice(0, (n - 1) * st + 1, st) for n, st in zip(s.shape[2:], stride))
     out[(slice(None), slice(None)) + grid] = _flipped_conv(s, w, [0] * dims, [1] * dims, groups)
     return out

@@ -23,7 +23,7 @@ import torch
 
 from .errors import LrpcError
 from .kernels import in_place
-from .linear_maps import LINEAR_MAPS, memory_format_of
+from .linear_maps import LINEAR_MAPS
 from .stabilizers import MODES, divide, may_be_zero
 
 Tensor = torch.Tensor
@@ -217,7 +217,7 @@ def _orphan_relevance(m, args, nonneg, eps, stab, empty, a, w_pos, w_neg, valid=
         if zero_neg is None:
             return out
         empty = empty * zero_neg
-        if not bool((empty != 0).any()):
+        if not _nonzero(empty):
             return out
     like = _batch_like(a, empty.shape[0])
     if m.name in ("conv", "linear"):
@@ -229,34 +229,35 @@ def _orphan_relevance(m, args, nonneg, eps, stab, empty, a, w_pos, w_neg, valid=
     return spread if out is None else out + spread
 
 
-@torch.library.custom_op("lrpc::zplus_orphans", mutates_args=(), schema=(
-    "(Tensor r, Tensor zero_pos, Tensor a, Tensor? w_pos, Tensor? w_neg, Tensor? valid, str map, str args, "
-    "bool nonneg, float eps, str stab) -> Tensor"))
-def zplus_orphans(r, zero_pos, a, w_pos, w_neg, valid, map, args, nonneg, eps, stab):
-    """The z⁺ fallback's relevance at the layer input (zero where no output is an orphan): ``zero_pos`` marks the
-    outputs without positive evidence, ``args`` is the map's arguments as their ``repr``.
+@torch.library.custom_op("lrpc::add_zplus_orphans_", mutates_args=("relevance",), tags=torch.Tag.flexible_layout,
+                         schema="(Tensor(a!) relevance, Tensor empty, Tensor a, Tensor? w_pos, Tensor? w_neg, "
+                                "Tensor? valid, str map, str args, bool nonneg, float eps, str stab) -> ()")
+def add_zplus_orphans_(relevance, empty, a, w_pos, w_neg, valid, map, args, nonneg, eps, stab) -> None:
+    """The z⁺ fallback, added to ``relevance`` (the layer input's) in place: ``empty`` is the relevance of the
+    outputs without positive evidence (zero elsewhere), ``args`` the map's arguments as their ``repr``.
 
-    One opaque op, so that a compiled graph keeps its single graph AND runs the fallback only where some output
+    One opaque op, so that a compiled graph stays ONE graph and still runs the fallback only where some output
     with relevance is an orphan, as eager code does: written branch-free, the fallback costs a W⁻ map and its
     transpose in every layer (ResNet-50 under ``default``: 7.0 forward passes against 3.9 eagerly), and inductor
-    on CPU rejects ``torch.cond``'s branches under its channels-last layout optimisation."""
-    orphans = _orphans_like(r, a)
-    empty = r * zero_pos
-    if not bool((empty != 0).any()):
-        return orphans.zero_()
-    m = LINEAR_MAPS[map]
-    return orphans.copy_(_orphan_relevance(m, _map_args(args), nonneg, eps, stab, empty, a, w_pos, w_neg, valid))
+    on CPU rejects ``torch.cond``'s branches under its channels-last layout optimisation. Any layout will do
+    (``flexible_layout``), so inductor passes its own without copies."""
+    if _nonzero(empty):
+        m = LINEAR_MAPS[map]
+        relevance.add_(_orphan_relevance(m, _map_args(args), nonneg, eps, stab, empty, a, w_pos, w_neg, valid))
 
 
-@zplus_orphans.register_fake
-def _zplus_orphans_shape(r, zero_pos, a, w_pos, w_neg, valid, map, args, nonneg, eps, stab):
-    return _orphans_like(r, a)
+@add_zplus_orphans_.register_fake
+def _add_zplus_orphans_shape(relevance, empty, a, w_pos, w_neg, valid, map, args, nonneg, eps, stab) -> None:
+    return None
 
 
-def _orphans_like(r: Tensor, a: Tensor) -> Tensor:
-    """The fallback's output: the layer input's shape for r's batch, in its layout (the same strides whether
-    traced or run, as inductor requires of an opaque op)."""
-    return torch.empty((r.shape[0], *a.shape[1:]), dtype=r.dtype, device=r.device, memory_format=memory_format_of(a))
+def _nonzero(t: Tensor) -> bool:
+    """Whether some entry of ``t`` is not zero (NaN included), in one read-only pass over its storage order (a
+    compiled graph hands over channels-last tensors, which a reduction would first copy; ``any`` on a float
+    tensor casts it to bool first: another pass)."""
+    storage_order = t.permute(sorted(range(t.dim()), key=lambda d: -t.stride(d))).reshape(-1)
+    low, high = torch.aminmax(storage_order)
+    return not bool((low == 0) & (high == 0))
 
 
 @functools.lru_cache(maxsize=None)
@@ -318,8 +319,12 @@ def alpha_beta_kernel(a, out, r, w_pos, w_neg, b_pos, b_neg, *, map, args, nonne
     if fallback and zero_pos is not None:
         # an output with relevance but no positive contribution would lose it under z⁺: route it through its
         # negative contributions, and where the input window is all zero, evenly over the window
-        relevance = relevance + zplus_orphans(r, zero_pos, a, w_pos, w_neg, valid, map, repr(args), nonneg, eps,
-                                              stab)
+        empty = r * zero_pos
+        if torch.is_grad_enabled() and not torch.compiler.is_compiling():   # autograd records: plain tensor code
+            if _nonzero(empty):
+                relevance = relevance + _orphan_relevance(m, args, nonneg, eps, stab, empty, a, w_pos, w_neg, valid)
+        else:
+            add_zplus_orphans_(relevance, empty, a, w_pos, w_neg, valid, map, repr(args), nonneg, eps, stab)
     if alpha != 1.0:
         relevance = alpha * relevance
     if beta != 0.0 and negative:

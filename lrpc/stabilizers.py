@@ -26,7 +26,8 @@ def divide(r: torch.Tensor, z: torch.Tensor, mode: str, eps: float) -> torch.Ten
     if mode == "none":   # |z| below the smallest normal number counts as 0 (r / z is inf or NaN there: replaced)
         if not may_be_zero(z):
             return r / z
-        return torch.where(z.abs() < torch.finfo(z.dtype).tiny, 0.0, r / z)
+        zero = z.abs() < torch.finfo(z.dtype).tiny
+        return torch.where(zero, 0.0, r / torch.where(zero, 1.0, z))   # finite in both branches: so is the gradient
     raise ValueError(f"unknown stabiliser mode {mode!r}; choose one of {MODES}")
 
 

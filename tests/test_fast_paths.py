@@ -103,6 +103,44 @@ def test_in_place_kernels_differentiate_correctly():
         assert torch.allclose(zplus(r.detach()), recorded, rtol=1e-12, atol=1e-15)
 
 
+def test_the_zplus_fallback_differentiates_and_its_op_gives_the_same_values():
+    """With orphans of both kinds (an output channel with only negative weights, an all-zero input patch), the
+    fallback runs: autograd records it as plain tensor code (gradcheck), and without autograd the opaque op
+    (``add_zplus_orphans_``, what compiled graphs run) adds the same relevance in place."""
+    torch.manual_seed(3)
+    a = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+    a[:, :, :4, :4] = 0.0
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    w[0] = -w[0].abs()
+    args = ((1, 1), (1, 1), (1, 1), 1)
+
+    def zplus(r, fallback=True):
+        return alpha_beta_kernel(a, None, r, w.clamp(min=0), w.clamp(max=0), None, None, map="conv", args=args,
+                                 nonneg=True, alpha=1.0, beta=0.0, eps=0.0, stab="none", ones_input=False,
+                                 fallback=fallback, eps_in_bias=False)
+
+    r = torch.rand(2, 4, 6, 6, dtype=torch.float64, requires_grad=True)
+    recorded, total = zplus(r), r.sum((1, 2, 3)).detach()
+    assert (total - zplus(r, fallback=False).sum((1, 2, 3))).min() > 0.1     # plain z+ loses the orphans' share
+    assert torch.allclose(recorded.sum((1, 2, 3)), total, rtol=1e-12)        # the fallback routes all of it
+    assert torch.autograd.gradcheck(zplus, (r,))
+    with torch.inference_mode():
+        assert torch.allclose(zplus(r.detach()), recorded.detach(), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed"])
+def test_nonzero_reads_any_dense_layout(layout):
+    from lrpc.rules import _nonzero
+    t = torch.zeros(2, 3, 4, 5)
+    t = {"contiguous": t, "channels_last": t.contiguous(memory_format=torch.channels_last),
+         "transposed": t.transpose(1, 3)}[layout]
+    assert not _nonzero(t)
+    t[1, 2, 3, 1] = -1e-30
+    assert _nonzero(t)
+    t[1, 2, 3, 1] = float("nan")
+    assert _nonzero(t)
+
+
 def test_negative_weights_are_kept_only_where_a_kernel_reads_them():
     """z⁺ on an input the compiler proved >= 0 never reads W⁻: no buffer for it (VGG-16's would be 550 MB);
     the signed image input and the fallback (which routes orphaned relevance through W⁻) keep it."""
