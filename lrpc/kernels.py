@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from . import windows
 from .errors import LrpcError
-from .stabilizers import divide, may_be_zero
+from .stabilizers import divide, guarded_divide, may_be_zero
 
 aten = torch.ops.aten
 
@@ -171,9 +171,10 @@ def frozen_matmul(r, a, b, out, *, frozen: int) -> torch.Tensor:
     """O = A B with one factor frozen (an attention matrix, ≥ 0): the z-rule of the linear map on the other
     factor. An output whose contributions are all zero sends its relevance in proportion to the frozen weights
     alone (as z⁺'s fallback spreads over a window), so nothing is lost."""
-    s = _z_share(r, out)
-    relevance = b * (a.transpose(-1, -2) @ s) if frozen == 0 else a * (s @ b.transpose(-1, -2))
-    if may_be_zero(out):   # eager code skips the spread's matmul where no output is zero (nearly always)
+    zeros = may_be_zero(out)   # eager code skips the guard and the spread's matmul where no output is zero
+    s = guarded_divide(r, out) if zeros else r / out
+    relevance = _times(b, a.transpose(-1, -2) @ s) if frozen == 0 else _times(a, s @ b.transpose(-1, -2))
+    if zeros:
         orphans = torch.where(out.abs() < torch.finfo(out.dtype).tiny, r, 0.0)
         if frozen == 0:
             relevance = relevance + a.transpose(-1, -2) @ divide(orphans, a.sum(-1, keepdim=True), "none", 0.0)
@@ -184,9 +185,15 @@ def frozen_matmul(r, a, b, out, *, frozen: int) -> torch.Tensor:
 
 def matmul_product(r, a, b, out) -> tuple[torch.Tensor, torch.Tensor]:
     """O = A B of two signals: the z-rule on each output's sum of products, then half to each factor."""
-    s = 0.5 * _z_share(r, out)
-    return (a * (s @ b.transpose(-1, -2)).sum_to_size(a.shape),
-            b * (a.transpose(-1, -2) @ s).sum_to_size(b.shape))
+    s = _z_share(r, out)
+    s = s.mul_(0.5) if in_place() else 0.5 * s
+    return (_times(a, (s @ b.transpose(-1, -2)).sum_to_size(a.shape)),
+            _times(b, (a.transpose(-1, -2) @ s).sum_to_size(b.shape)))
+
+
+def _times(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """x ⊙ c for c a fresh product the kernel owns: in c's storage where shapes allow."""
+    return c.mul_(x) if in_place() and c.shape == torch.broadcast_shapes(c.shape, x.shape) else x * c
 
 
 def product_relevance(r, a, b) -> tuple[torch.Tensor, torch.Tensor]:

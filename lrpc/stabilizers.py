@@ -24,11 +24,14 @@ def divide(r: torch.Tensor, z: torch.Tensor, mode: str, eps: float) -> torch.Ten
         dims = tuple(range(1, z.dim()))
         return r / (z + eps * z.square().mean(dims, keepdim=True).sqrt() + 1e-9)
     if mode == "none":   # |z| below the smallest normal number counts as 0 (r / z is inf or NaN there: replaced)
-        if not may_be_zero(z):
-            return r / z
-        zero = z.abs() < torch.finfo(z.dtype).tiny
-        return torch.where(zero, 0.0, r / torch.where(zero, 1.0, z))   # finite in both branches: so is the gradient
+        return guarded_divide(r, z) if may_be_zero(z) else r / z
     raise ValueError(f"unknown stabiliser mode {mode!r}; choose one of {MODES}")
+
+
+def guarded_divide(r: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """r / z with 0 where |z| is below the smallest normal number (LRP-0's 0/0 := 0; r / z would overflow)."""
+    zero = z.abs() < torch.finfo(z.dtype).tiny
+    return torch.where(zero, 0.0, r / torch.where(zero, 1.0, z))   # finite in both branches: so is the gradient
 
 
 def may_be_zero(z: torch.Tensor) -> bool:
