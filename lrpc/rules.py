@@ -13,18 +13,18 @@ set's choice: ``lrpc.rule_set.Rules``.
 """
 from __future__ import annotations
 
-import ast
-import functools
 import warnings
 from dataclasses import dataclass, fields
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 
+from .contributions import (batch_like, contribution_part, positive_stabilizer, sign_terms, times_input,
+                            uniform_spread)
 from .errors import LrpcError
-from .kernels import in_place
 from .linear_maps import LINEAR_MAPS
-from .stabilizers import MODES, divide, may_be_zero
+from .stabilizers import MODES, divide
+from .zplus_fallback import with_orphans
 
 Tensor = torch.Tensor
 
@@ -95,7 +95,7 @@ def epsilon_kernel(a, out, r, weight, bias, *, map, args, nonneg, eps, stab, use
     m = LINEAR_MAPS[map]
     z = out if use_bias or bias is None else m.forward(a, weight, None, args)
     s = divide(r, z, stab, eps)
-    return _times_input(m.transpose(s, _batch_like(a, s.shape[0]), weight, args), a, m.weighted)
+    return times_input(m.transpose(s, batch_like(a, s.shape[0]), weight, args), a, m.weighted)
 
 
 @dataclass(frozen=True)
@@ -126,209 +126,24 @@ class Zero(Epsilon):
 
 
 # -------------------------------------------------------------------------------------------- alpha-beta / z-plus
-def _times_input(c: Tensor, x: Tensor, weighted: bool) -> Tensor:
-    """c ⊙ x for c = a map's transpose: in place when c is fresh (a weighted map's; a sum's is a view)."""
-    return c.mul_(x) if weighted and in_place() else x * c
-
-
-def _batch_like(x: Tensor, batch: int) -> Tensor:
-    """``x`` (batch ``batch``, or 1 for an input shared by the batch: an all-ones input, or one image whose
-    relevance is conditioned K ways by ``lrpc.crp``) as a map's ``like`` argument."""
-    return x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 and batch != 1 else x
-
-
-def _divide_own(r: Tensor, z: Tensor, stab: str, eps: float, zero: Tensor | None) -> Tensor:
-    """``divide(r, z, stab, eps)`` for a z the kernel owns, computed in z's storage outside autograd (one pass
-    instead of up to six); ``zero`` is the mask of z numerically zero (|z| below the smallest normal number, where r / z
-    would overflow), None where no z is."""
-    if stab == "positive":   # z > 0 everywhere: nothing to stabilise or guard
-        return torch.div(r, z, out=z) if in_place() and z.shape == r.shape else r / z
-    if not in_place() or stab not in ("add", "none"):
-        return divide(r, z, stab, eps)
-    has_zero = stab == "none" and zero is not None
-    if stab == "add":
-        z.add_(eps)
-    elif has_zero:
-        z.masked_fill_(zero, 1.0)
-    s = torch.div(r, z, out=z) if z.shape == r.shape else r / z
-    return s.masked_fill_(zero, 0.0) if has_zero else s  # 0/0 := 0
-
-
-def _contribution_part(m, args, r, terms, bias, eps, stab, *, nonneg_z=False, zero_mask=False, z_positive=False):
-    """Relevance through one sign part: terms are (input part, weight part) pairs whose products share a sign.
-    An input part may have batch size 1 (an all-ones input): z then broadcasts over the batch.
-    Returns the relevance and, with ``zero_mask``, where the part's unstabilised denominator z is zero (None
-    when nowhere).
-    ``nonneg_z``: every contribution is >= 0 (z⁺'s positive part), so the sign stabiliser is z + eps;
-    ``z_positive``: the bias holds the stabiliser, so z > 0 and r / z is the whole division."""
-    merged = _merge_sign_parts(m, args, terms)
-    if merged is not None:
-        terms = merged
-    z = None
-    for x, w in terms:
-        zx = m.forward(x, w, bias, args)
-        z, bias = (zx if z is None else z + zx), None
-    zero = None
-    if z_positive:
-        stab = "positive"
-    else:
-        if stab in ("sign", "add") and eps == 0:
-            stab = "none"   # no shift at all is LRP-0, 0/0 := 0 (as ``divide`` has it)
-        if zero_mask or stab == "none":   # below the smallest normal number r / z overflows: zero
-            tiny = torch.finfo(z.dtype).tiny
-            zero = ((z < tiny) if nonneg_z else (z.abs() < tiny)) if may_be_zero(z) else None
-    if nonneg_z and stab == "sign":
-        stab = "add"  # sign(z) = +1 on z >= 0: the same value without the where
-    s = _divide_own(r, z, stab, eps, zero)
-    out = None
-    for x, w in terms:
-        rx = _times_input(m.transpose(s, _batch_like(x, s.shape[0]), w, args), x, m.weighted)
-        out = rx if out is None else out + rx
-    if merged is not None:   # the two sign parts' relevance, side by side in the channels: added (in their layout)
-        out = out[:, :out.shape[1] // 2] + out[:, out.shape[1] // 2:]
-    return out, zero
-
-
-FEW_CHANNELS = 4
-
-
-def _merge_sign_parts(m, args, terms):
-    """Two sign parts of an ungrouped conv on a signed input with at most ``FEW_CHANNELS`` channels (an image:
-    the first layer) as ONE part: the inputs side by side in the channels, the weights likewise. oneDNN runs a
-    conv with that few input (and its transpose with that few output) channels far below its peak, so one conv
-    over both parts costs about what one part alone does: on ResNet-50's stem, z 2.5 → 1.3 and the two
-    transposes 4.1 → 2.3 forward convs of that layer. None where this does not apply."""
-    if m.name != "conv" or len(terms) != 2 or args[3] != 1:
-        return None
-    (x0, w0), (x1, w1) = terms
-    if x0.shape != x1.shape or x0.shape[1] > FEW_CHANNELS:
-        return None
-    return [(torch.cat((x0, x1), 1), torch.cat((w0, w1), 1))]
-
-
-def _orphan_relevance(m, args, nonneg, eps, stab, empty, a, w_pos, w_neg, valid=None):
-    """The z⁺ fallback for outputs without positive evidence (``empty``: their relevance, zero elsewhere): their
-    relevance goes through their negative contributions, and where the window is all zero, evenly over it —
-    over its real inputs only when ``valid`` (1 on real positions, 0 on an explicit zero pad) is given."""
-    negative = _sign_terms(m, a, nonneg, w_pos, w_neg)[1]
-    out = None
-    if negative:
-        out, zero_neg = _contribution_part(m, args, empty, negative, None, eps, stab, zero_mask=True)
-        if zero_neg is None:
-            return out
-        empty = empty * zero_neg
-        if not _nonzero(empty):
-            return out
-    like = _batch_like(a, empty.shape[0])
-    if m.name in ("conv", "linear"):
-        spread = _uniform_spread(m, args, empty, like, torch.ones_like(w_pos[:1, :1]), "none", 0.0, valid)
-    else:   # a pool: its implicit weights are the window's
-        count = m.forward(torch.ones_like(a[:1]) if valid is None else valid, None, None, args)
-        spread = m.transpose(divide(empty, count, "none", 0.0), like, None, args)
-        spread = spread if valid is None else spread * valid
-    return spread if out is None else out + spread
-
-
-@torch.library.custom_op("lrpc::add_zplus_orphans_", mutates_args=("relevance",), tags=torch.Tag.flexible_layout,
-                         schema="(Tensor(a!) relevance, Tensor empty, Tensor a, Tensor? w_pos, Tensor? w_neg, "
-                                "Tensor? valid, str map, str args, bool nonneg, float eps, str stab) -> ()")
-def add_zplus_orphans_(relevance, empty, a, w_pos, w_neg, valid, map, args, nonneg, eps, stab) -> None:
-    """The z⁺ fallback, added to ``relevance`` (the layer input's) in place: ``empty`` is the relevance of the
-    outputs without positive evidence (zero elsewhere), ``args`` the map's arguments as their ``repr``.
-
-    One opaque op, so that a compiled graph stays ONE graph and still runs the fallback only where some output
-    with relevance is an orphan, as eager code does: written branch-free, the fallback costs a W⁻ map and its
-    transpose in every layer (ResNet-50 under ``default``: 7.0 forward passes against 3.9 eagerly), and inductor
-    on CPU rejects ``torch.cond``'s branches under its channels-last layout optimisation. Any layout will do
-    (``flexible_layout``), so inductor passes its own without copies."""
-    if _nonzero(empty):
-        m = LINEAR_MAPS[map]
-        relevance.add_(_orphan_relevance(m, _map_args(args), nonneg, eps, stab, empty, a, w_pos, w_neg, valid))
-
-
-@add_zplus_orphans_.register_fake
-def _add_zplus_orphans_shape(relevance, empty, a, w_pos, w_neg, valid, map, args, nonneg, eps, stab) -> None:
-    return None
-
-
-def _nonzero(t: Tensor) -> bool:
-    """Whether some entry of ``t`` is not zero (NaN included), in one read-only pass over its storage order (a
-    compiled graph hands over channels-last tensors, which a reduction would first copy; ``any`` on a float
-    tensor casts it to bool first: another pass)."""
-    storage_order = t.permute(sorted(range(t.dim()), key=lambda d: -t.stride(d))).reshape(-1)
-    low, high = torch.aminmax(storage_order)
-    return not bool((low == 0) & (high == 0))
-
-
-@functools.lru_cache(maxsize=None)
-def _map_args(text: str) -> tuple:
-    return ast.literal_eval(text)
-
-
-def _uniform_spread(m, args, r, a, taps, stab, eps, valid=None):
-    """r / stab(z) through the transpose of a conv or linear layer with all-ones weights, z that layer's output
-    on an all-ones input (``valid``: 1 on real positions, 0 on an explicit zero pad, as input instead): every
-    input of a window gets an even share. z is the same for all output channels (in-channels per group × valid
-    taps of the window) and every input of a group receives the same sum, so the map runs on ONE channel — r
-    summed over each group's output channels — instead of as wide as the layer (ResNet-50's first conv: that
-    transpose costs 5x its forward). ``taps``: all-ones weights [1, 1, *kernel] ([1, 1] for a linear layer)."""
-    if m.name == "linear":   # every input feature feeds every output: z = in_features
-        s = divide(r.sum(-1, keepdim=True), r.new_full((), a.shape[-1]), stab, eps)
-        return torch.empty_like(a).copy_(s.expand_as(a))
-    groups, one_channel = args[3], (*args[:3], 1)
-    batch, channels, *space = a.shape
-    ones = torch.ones_like(a[:1, :1]) if valid is None else valid[:, :1]
-    z = m.forward(ones, taps, None, one_channel) * (channels // groups)
-    per_group = r.unflatten(1, (groups, -1)).sum(2).flatten(0, 1).unsqueeze(1)   # [B·groups, 1, *out]
-    spread = m.transpose(divide(per_group, z, stab, eps), a[:1, :1].expand(len(per_group), 1, *space), taps,
-                         one_channel)
-    spread = spread if valid is None else spread * valid[:, :1]
-    relevance = torch.empty_like(a)
-    relevance.unflatten(1, (groups, -1)).copy_(spread.view(batch, groups, 1, *space))
-    return relevance
-
-
-def positive_stabilizer(m, eps: float, stab: str, eps_in_bias: bool) -> tuple[float, str, bool]:
-    """(eps, stab, z_positive) for the positive part of αβ / z⁺. With ``eps_in_bias`` the compile-time b⁺ of a
-    conv or linear layer already holds ε — the layer adds it in its own kernel, one memory pass fewer per
-    layer — so z > 0 everywhere and the division needs no stabiliser and no 0/0 guard."""
-    if eps_in_bias and m.weighted:
-        return 0.0, "none", True
-    return eps, stab, False
-
-
-def _sign_terms(m, a, nonneg, w_pos, w_neg):
-    """(positive, negative) contributions as (input part, weight part) pairs: a⁺w⁺ + a⁻w⁻ and a⁺w⁻ + a⁻w⁺."""
-    a_pos = a if nonneg else a.clamp(min=0)
-    a_neg = None if nonneg else a.clamp(max=0)
-    if m.weighted:
-        return ([(a_pos, w_pos)] + ([] if nonneg else [(a_neg, w_neg)]),
-                [(a_pos, w_neg)] + ([] if nonneg else [(a_neg, w_pos)]))
-    return [(a_pos, None)], ([] if nonneg else [(a_neg, None)])   # the implicit weights of a pool are >= 0
-
-
 def alpha_beta_kernel(a, out, r, w_pos, w_neg, b_pos, b_neg, *, map, args, nonneg, alpha, beta, eps, stab,
                       ones_input, fallback, eps_in_bias, valid=None):
     m = LINEAR_MAPS[map]
     if ones_input:  # one all-ones sample stands for the batch: z is the same for every sample
         a, nonneg = torch.ones_like(a[:1]), True
-    positive, negative = _sign_terms(m, a, nonneg, w_pos, w_neg)
+    positive, negative = sign_terms(m, a, nonneg, w_pos, w_neg)
     pos_eps, pos_stab, z_positive = positive_stabilizer(m, eps, stab, eps_in_bias)
-    relevance, zero_pos = _contribution_part(m, args, r, positive, b_pos, pos_eps, pos_stab, nonneg_z=True,
+    relevance, zero_pos = contribution_part(m, args, r, positive, b_pos, pos_eps, pos_stab, nonneg_z=True,
                                              zero_mask=fallback, z_positive=z_positive)
     if fallback and zero_pos is not None:
         # an output with relevance but no positive contribution would lose it under z⁺: route it through its
         # negative contributions, and where the input window is all zero, evenly over the window
-        empty = r * zero_pos
-        if torch.is_grad_enabled() and not torch.compiler.is_compiling():   # autograd records: plain tensor code
-            if _nonzero(empty):
-                relevance = relevance + _orphan_relevance(m, args, nonneg, eps, stab, empty, a, w_pos, w_neg, valid)
-        else:
-            add_zplus_orphans_(relevance, empty, a, w_pos, w_neg, valid, map, repr(args), nonneg, eps, stab)
+        relevance = with_orphans(relevance, r * zero_pos, a, w_pos, w_neg, valid, map=map, args=args,
+                                 nonneg=nonneg, eps=eps, stab=stab)
     if alpha != 1.0:
         relevance = alpha * relevance
     if beta != 0.0 and negative:
-        relevance = relevance - beta * _contribution_part(m, args, r, negative, b_neg, eps, stab)[0]
+        relevance = relevance - beta * contribution_part(m, args, r, negative, b_neg, eps, stab)[0]
     return relevance
 
 
@@ -392,7 +207,7 @@ class ZPlus(AlphaBeta):
 def gamma_kernel(a, out, r, weight, w_up, w_down, b_up, b_down, *, map, args, nonneg, eps, stab, generalized):
     m = LINEAR_MAPS[map]
     if not generalized:  # Montavon et al.: rho(w) = w + γw⁺ for inputs >= 0
-        return _contribution_part(m, args, r, [(a, w_up)], b_up, eps, stab)[0]
+        return contribution_part(m, args, r, [(a, w_up)], b_up, eps, stab)[0]
     # zennit's generalisation: outputs with z > 0 use (w + γw⁺) on a⁺ and (w + γw⁻) on a⁻, outputs with z < 0
     # the other way round; an output with z == 0 passes nothing.
     a_pos = a if nonneg else a.clamp(min=0)
@@ -401,8 +216,8 @@ def gamma_kernel(a, out, r, weight, w_up, w_down, b_up, b_down, *, map, args, no
     r_down = r * (out < 0)
     up = [(a_pos, w_up)] + ([] if nonneg else [(a_neg, w_down)])
     down = [(a_pos, w_down)] + ([] if nonneg else [(a_neg, w_up)])
-    return (_contribution_part(m, args, r_up, up, b_up, eps, stab)[0]
-            + _contribution_part(m, args, r_down, down, b_down, eps, stab)[0])
+    return (contribution_part(m, args, r_up, up, b_up, eps, stab)[0]
+            + contribution_part(m, args, r_down, down, b_down, eps, stab)[0])
 
 
 @dataclass(frozen=True)
@@ -478,16 +293,16 @@ def uniform_kernel(a, out, r, weight, bias, *, map, args, nonneg, eps, stab):
     ones = torch.ones_like(a[:1])
     z = m.forward(ones, weight, bias, args)
     s = divide(r, z, stab, eps)
-    return m.transpose(s, _batch_like(a, s.shape[0]), weight, args)
+    return m.transpose(s, batch_like(a, s.shape[0]), weight, args)
 
 
 def flat_kernel(a, out, r, weight, bias, *, map, args, nonneg, eps, stab):
     """Flat: an even share for every input of an output's window; on conv and linear layers on one channel
-    (``_uniform_spread``), on pools through their own map."""
+    (``uniform_spread``), on pools through their own map."""
     m = LINEAR_MAPS[map]
     if map not in ("conv", "linear"):
         return uniform_kernel(a, out, r, weight, bias, map=map, args=args, nonneg=nonneg, eps=eps, stab=stab)
-    return _uniform_spread(m, args, r, a, weight[:1, :1], stab, eps)
+    return uniform_spread(m, args, r, a, weight[:1, :1], stab, eps)
 
 
 @dataclass(frozen=True)

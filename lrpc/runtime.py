@@ -148,7 +148,7 @@ class Explainer:
         compiler. The first call compiles (tens of seconds for a ResNet); later calls reuse the code, and a
         rebuild after a model change compiles its new module with the same arguments.
 
-        The z⁺ fallback (the ``default`` preset) is one opaque op in the graph (``lrpc.rules.add_zplus_orphans_``): it
+        The z⁺ fallback (the ``default`` preset) is one opaque op in the graph (``lrpc.zplus_fallback``): it
         runs its extra convolutions only where an output with relevance has no positive evidence, compiled or not.
 
         The compiled code is cached on disk (``TORCHINDUCTOR_CACHE_DIR``, else ``~/.cache/lrpc/torch-compile``),

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import rules
+from ..contributions import positive_stabilizer
 from ..errors import LrpcError
 from ..linear_maps import LINEAR_MAPS
 from ..stabilizers import divide
@@ -77,7 +78,7 @@ def _alpha_beta(a, out, consts, kw):
     positive = [(a_pos, w_pos)] + ([] if nonneg else [(a_neg, w_neg)])
     negative = [(a_pos, w_neg)] + ([] if nonneg else [(a_neg, w_pos)])
     stab, eps, alpha = kw["stab"], kw["eps"], kw["alpha"]
-    pos_eps, pos_stab, _ = rules.positive_stabilizer(m, eps, stab, kw["eps_in_bias"])
+    pos_eps, pos_stab, _ = positive_stabilizer(m, eps, stab, kw["eps_in_bias"])
     part, z_pos = _part(m, args, positive, b_pos, pos_stab, pos_eps, alpha)
     parts = [part]
     orphans = z_pos == 0
