@@ -17,8 +17,10 @@ aten = torch.ops.aten
 
 def in_place() -> bool:
     """Whether relevance ops may update their own temporaries in place: not while autograd records (path
-    analysis differentiates replayed ops). On CPU a fresh large tensor costs more than the arithmetic on it."""
-    return not torch.is_grad_enabled()
+    analysis differentiates replayed ops), and not while torch.compile traces (inductor plans the buffers
+    itself, and dynamo breaks the graph at an ``out=`` into a non-contiguous tensor: ViT's [T, B, E] residual
+    splits gave 10 graphs). On CPU a fresh large tensor costs eager code more than the arithmetic on it."""
+    return not torch.is_grad_enabled() and not torch.compiler.is_compiling()
 
 
 def pick_scores(scores: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

@@ -174,7 +174,7 @@ def _reduce_transpose(s, like, w, args):
         for d in dims:
             s = s.unsqueeze(d)
     s = s.expand_as(like)
-    return s / math.prod(like.shape[d] for d in dims) if mean else s
+    return s / math.prod([like.shape[d] for d in dims]) if mean else s
 
 
 LINEAR_MAPS: dict[str, LinearMap] = {

@@ -108,6 +108,33 @@ def test_one_graph_without_breaks(preset):
     assert (report.graph_count, report.graph_break_count) == (1, 0), report.break_reasons
 
 
+def _tiny_vit():
+    from torchvision.models.vision_transformer import VisionTransformer
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+                              num_classes=5)
+    nn.init.normal_(model.heads.head.weight, std=0.02)   # torchvision's zero head would start every preset at 0
+    return model
+
+
+def _tiny_swin():
+    import timm   # timm's Swin averages its tokens with a mean, where torchvision's pools
+    return timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=32, window_size=4,
+                             embed_dim=8, depths=(2,), num_heads=(2,), num_classes=5)
+
+
+@pytest.mark.parametrize("preset", ["default", "cp-lrp", "attnlrp"])
+@pytest.mark.parametrize("build", [_tiny_vit, _tiny_swin], ids=["vit", "swin"])
+def test_transformers_trace_as_one_graph(build, preset):
+    """ViT's [T, B, E] residual splits (an ``out=`` into a non-contiguous tensor) and Swin's means over the
+    window grid (``math.prod`` of a generator) each split the graph before: no break now."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    explainer = lrpc.compile(build().eval(), preset, example_input=x[:1])
+    with torch.inference_mode():
+        report = torch._dynamo.explain(explainer.module)(x, torch.tensor([1, 3]))
+    assert (report.graph_count, report.graph_break_count) == (1, 0), report.break_reasons
+
+
 def test_compiling_a_fallback_rule_set_compiles_it():
     """``default`` (the z+ fallback) is compiled like any rule set: no warning, the compiled module runs."""
     torch.manual_seed(0)
