@@ -175,7 +175,7 @@ def frozen_matmul(r, a, b, out, *, frozen: int) -> torch.Tensor:
     alone (as z⁺'s fallback spreads over a window), so nothing is lost."""
     zeros = may_be_zero(out)   # eager code skips the guard and the spread's matmul where no output is zero
     s = guarded_divide(r, out) if zeros else r / out
-    relevance = _times(b, a.transpose(-1, -2) @ s) if frozen == 0 else _times(a, s @ b.transpose(-1, -2))
+    relevance = owned_times(a.transpose(-1, -2) @ s, b) if frozen == 0 else owned_times(s @ b.transpose(-1, -2), a)
     if zeros:
         orphans = torch.where(out.abs() < torch.finfo(out.dtype).tiny, r, 0.0)
         if frozen == 0:
@@ -189,13 +189,13 @@ def matmul_product(r, a, b, out) -> tuple[torch.Tensor, torch.Tensor]:
     """O = A B of two signals: the z-rule on each output's sum of products, then half to each factor."""
     s = _z_share(r, out)
     s = s.mul_(0.5) if in_place() else 0.5 * s
-    return (_times(a, (s @ b.transpose(-1, -2)).sum_to_size(a.shape)),
-            _times(b, (a.transpose(-1, -2) @ s).sum_to_size(b.shape)))
+    return (owned_times((s @ b.transpose(-1, -2)).sum_to_size(a.shape), a),
+            owned_times((a.transpose(-1, -2) @ s).sum_to_size(b.shape), b))
 
 
-def _times(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """x ⊙ c for c a fresh product the kernel owns: in c's storage where shapes allow."""
-    return c.mul_(x) if in_place() and c.shape == torch.broadcast_shapes(c.shape, x.shape) else x * c
+def owned_times(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """c ⊙ x for a fresh c the kernel owns: in c's storage where the shapes allow (see ``in_place``)."""
+    return c.mul_(x) if in_place() and c.shape == torch.broadcast_shapes(c.shape, x.shape) else c * x
 
 
 def product_relevance(r, a, b) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .kernels import attention_weights, group_heads, in_place, ungroup_heads
+from .kernels import attention_weights, group_heads, in_place, owned_times, ungroup_heads
 from .stabilizers import divide
 
 
@@ -30,9 +30,9 @@ def layernorm_frozen_std(r, x, out, weight, *, normalized_shape, eps):
     dims = tuple(range(-len(normalized_shape), 0))
     # 1/σ as LayerNorm's own kernel computes it: on CPU 5x faster than x.var over a short last dimension
     inverse_std = torch.native_layer_norm(x, normalized_shape, None, None, eps)[2].to(x.dtype)
-    g = _scaled(_ratio(r, out), inverse_std)
+    g = owned_times(_ratio(r, out), inverse_std)
     if weight is not None:
-        g = _scaled(g, weight)
+        g = owned_times(g, weight)
     return _centered_times(g, x, dims)
 
 
@@ -40,12 +40,6 @@ def centering_relevance(r, x, out, *, dims):
     """y = x − mean(x) over ``dims`` (a hand-written LayerNorm): the z-rule of that linear map,
     R_x = x ⊙ (g − mean(g)) with g = R / y, so that it equals ``layernorm_frozen_std`` op by op."""
     return _centered_times(_ratio(r, out), x, dims)
-
-
-def _scaled(g: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """g ⊙ factor, in g's own storage where the kernel owns g (a fresh large tensor costs more on CPU than the
-    arithmetic on it)."""
-    return g.mul_(factor) if in_place() and g.shape == torch.broadcast_shapes(g.shape, factor.shape) else g * factor
 
 
 def _centered_times(g: torch.Tensor, x: torch.Tensor, dims) -> torch.Tensor:
