@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .kernels import in_place
+from .kernels import in_place, owned_times
 from .stabilizers import divide, may_be_zero
 
 Tensor = torch.Tensor
@@ -13,7 +13,7 @@ Tensor = torch.Tensor
 
 def times_input(c: Tensor, x: Tensor, weighted: bool) -> Tensor:
     """c ⊙ x for c = a map's transpose: in place when c is fresh (a weighted map's; a sum's is a view)."""
-    return c.mul_(x) if weighted and in_place() else x * c
+    return owned_times(c, x) if weighted else x * c
 
 
 def batch_like(x: Tensor, batch: int) -> Tensor:
